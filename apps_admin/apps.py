@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class AppsAdminConfig(AppConfig):
+    name = "apps_admin"
+    verbose_name = "Realtime apps"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401  (cache invalidation on save/delete)

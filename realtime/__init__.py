@@ -1,0 +1,1 @@
+"""The realtime server: WebSocket protocols, node-local registry, publish pipeline, HTTP API."""

@@ -1,0 +1,1 @@
+"""Fan-out adapters: how a broadcast reaches every node. One interface, one module per driver."""

@@ -1,0 +1,74 @@
+"""HTTP API errors: one exception type with a stable ``code``, rendered as
+``{"error": ..., "code": ..., "status": ...}`` by the DRF exception handler below."""
+
+from __future__ import annotations
+
+import logging
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+log = logging.getLogger(__name__)
+
+
+class APIError(exceptions.APIException):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail=message, code=code)
+        self.status_code = status
+        self.error_code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def invalid_input(message: str) -> APIError:
+    return APIError(400, "invalid_input", message)
+
+
+def limit_exceeded(message: str) -> APIError:
+    return APIError(400, "limit_exceeded", message)
+
+
+def missing_channel_info() -> APIError:
+    return APIError(400, "missing_channel_info", "Request must contain 'channels' (list) or 'channel' (string)")
+
+
+def auth_failed(message: str) -> APIError:
+    return APIError(401, "auth_failed", message)
+
+
+def forbidden(message: str) -> APIError:
+    return APIError(403, "forbidden", message)
+
+
+def app_not_found() -> APIError:
+    return APIError(404, "app_not_found", "App not found")
+
+
+def payload_too_large(message: str) -> APIError:
+    return APIError(413, "payload_too_large", message)
+
+
+def body(status: int, code: str, message: str) -> dict:
+    return {"error": message, "code": code, "status": status}
+
+
+_DRF_CODES = {
+    exceptions.ParseError: (400, "invalid_json"),
+    exceptions.UnsupportedMediaType: (415, "unsupported_media_type"),
+    exceptions.MethodNotAllowed: (405, "method_not_allowed"),
+    exceptions.NotFound: (404, "not_found"),
+    exceptions.Throttled: (429, "rate_limited"),
+}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response:
+    """Every API error, expected or not, becomes the JSON envelope; 5xx never leak details."""
+    if isinstance(exc, APIError):
+        return Response(body(exc.status_code, exc.error_code, exc.message), status=exc.status_code, headers=exc.headers)
+    for cls, (status, code) in _DRF_CODES.items():
+        if isinstance(exc, cls):
+            return Response(body(status, code, str(exc.detail)), status=status)
+    if isinstance(exc, exceptions.APIException):
+        return Response(body(exc.status_code, "invalid_input", str(exc.detail)), status=exc.status_code)
+    log.exception("unhandled error in the HTTP API", exc_info=exc)
+    return Response(body(500, "internal_error", "Internal server error"), status=500)

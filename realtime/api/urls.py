@@ -1,0 +1,26 @@
+from django.urls import re_path
+
+from . import health, views
+
+CHANNEL = r"(?P<channel>[^/]+)"
+
+urlpatterns = [
+    re_path(r"^apps/(?P<app_id>[^/]+)/events/?$", views.EventsView.as_view()),
+    re_path(r"^apps/(?P<app_id>[^/]+)/batch_events/?$", views.BatchEventsView.as_view()),
+    re_path(r"^apps/(?P<app_id>[^/]+)/channels/?$", views.ChannelsView.as_view()),
+    re_path(rf"^apps/(?P<app_id>[^/]+)/channels/{CHANNEL}/?$", views.ChannelView.as_view()),
+    re_path(rf"^apps/(?P<app_id>[^/]+)/channels/{CHANNEL}/users/?$", views.ChannelUsersView.as_view()),
+    re_path(
+        r"^apps/(?P<app_id>[^/]+)/users/(?P<user_id>[^/]+)/terminate_connections/?$",
+        views.TerminateConnectionsView.as_view(),
+    ),
+    re_path(
+        r"^apps/(?P<app_id>[^/]+)/users/(?P<user_id>[^/]+)/force_reconnect/?$",
+        views.ForceReconnectView.as_view(),
+    ),
+    # The pusher Python SDK posts here without the /apps/{id} prefix; the app comes from auth_key.
+    re_path(r"^users/(?P<user_id>[^/]+)/terminate_connections/?$", views.TerminateConnectionsView.as_view()),
+    re_path(r"^live/?$", health.live),
+    re_path(r"^up/?$", health.up),
+    re_path(r"^up/(?P<app_id>[^/]+)/?$", health.up),
+]

@@ -1,0 +1,78 @@
+"""Turning HTTP API request bodies into validated ``Publication``s (in the documented order)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from realtime.broadcast import Publication
+from realtime.protocol import frames
+from realtime.protocol.channels import validate_name
+
+from . import errors
+
+SOCKET_ID = re.compile(r"^\d+\.\d+$")
+INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count"})
+
+
+def parse_json(body: bytes, content_type: str) -> Any:
+    if content_type and "json" not in content_type.lower():
+        raise errors.APIError(415, "unsupported_media_type", "Content-Type must be application/json")
+    try:
+        return json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.APIError(400, "invalid_json", f"Malformed JSON body: {exc}") from None
+
+
+def parse_info(raw: Any) -> frozenset[str]:
+    if raw is None or raw == "":
+        return frozenset()
+    if not isinstance(raw, str):
+        raise errors.invalid_input("info must be a comma-separated string")
+    return frozenset(part.strip() for part in raw.split(",") if part.strip()) & INFO_ATTRIBUTES
+
+
+def publication(app, item: Any) -> Publication:
+    """Validate one event object of ``/events`` or of a ``/batch_events`` batch."""
+    if not isinstance(item, dict):
+        raise errors.APIError(422, "invalid_input", "Event must be a JSON object")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise errors.invalid_input("Event name is required")
+    if len(name.encode()) > app.effective_max_event_name_length:
+        raise errors.limit_exceeded(f"Event name is longer than {app.effective_max_event_name_length} bytes")
+    data = item.get("data")
+    if not isinstance(data, str):
+        data = frames.dumps(data)
+    limit = app.effective_max_http_payload_bytes
+    if len(data.encode()) > limit:
+        raise errors.payload_too_large(f"Event payload is larger than {limit // 1024} KiB")
+    channels = _channels(app, item)
+    socket_id = item.get("socket_id")
+    if socket_id is not None and (not isinstance(socket_id, str) or not SOCKET_ID.match(socket_id)):
+        raise errors.invalid_input("socket_id must look like 123.456")
+    return Publication(name, data, channels, socket_id, parse_info(item.get("info")))
+
+
+def _channels(app, item: dict) -> list[str]:
+    raw = item.get("channels")
+    if raw is not None:
+        if not isinstance(raw, list):
+            raise errors.invalid_input("channels must be a list of strings")
+        if not raw:
+            raise errors.missing_channel_info()
+        channels = raw
+    else:
+        single = item.get("channel")
+        if single is None or single == "":
+            raise errors.missing_channel_info()
+        channels = [single]
+    limit = app.effective_max_event_channels_at_once
+    if len(channels) > limit:
+        raise errors.limit_exceeded(f"Too many channels ({len(channels)}); the limit is {limit}")
+    for channel in channels:
+        reason = validate_name(channel, app.effective_max_channel_name_length, app.channel_namespaces)
+        if reason:
+            raise errors.invalid_input(reason)
+    return list(dict.fromkeys(channels))

@@ -1,0 +1,156 @@
+"""The Pusher-compatible HTTP API (DRF views). Each view authenticates with the Pusher signature,
+validates, then runs its engine work on the event loop through ``realtime.bridge.on_loop``."""
+
+from __future__ import annotations
+
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from realtime import broadcast
+from realtime.bridge import on_loop
+from realtime.protocol import errors as protocol_errors
+from realtime.protocol.channels import kind_of, validate_name
+
+from . import errors
+from .authentication import PusherSignatureAuthentication, read_body
+from .validation import parse_info, parse_json, publication
+
+
+class SignedAPIView(APIView):
+    authentication_classes = [PusherSignatureAuthentication]
+    permission_classes: list = []
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        request.user  # noqa: B018 - authenticate eagerly so a bad signature fails before parsing
+
+    @staticmethod
+    def app(request: Request):
+        return request.auth
+
+    @staticmethod
+    def json_body(request: Request):
+        django_request = request._request
+        return parse_json(read_body(django_request), django_request.META.get("CONTENT_TYPE", ""))
+
+    @staticmethod
+    def channel_name(app, channel: str) -> str:
+        reason = validate_name(channel, app.effective_max_channel_name_length, app.channel_namespaces)
+        if reason:
+            raise errors.invalid_input(reason)
+        return channel
+
+
+class EventsView(SignedAPIView):
+    def post(self, request: Request, app_id: str) -> Response:
+        app = self.app(request)
+        pub = publication(app, self.json_body(request))
+        info = on_loop(broadcast.publish, app, pub)
+        return Response({"channels": info} if info else {"ok": True})
+
+
+class BatchEventsView(SignedAPIView):
+    def post(self, request: Request, app_id: str) -> Response:
+        app = self.app(request)
+        body = self.json_body(request)
+        batch = body.get("batch") if isinstance(body, dict) else None
+        if not isinstance(batch, list):
+            raise errors.invalid_input("Request must contain 'batch' (list)")
+        limit = app.effective_max_event_batch_size
+        if len(batch) > limit:
+            raise errors.limit_exceeded(f"Batch size ({len(batch)}) exceeds limit ({limit})")
+        # Validate every item before publishing any, so a bad item never half-applies a batch.
+        pubs = [publication(app, item) for item in batch]
+        results = on_loop(_publish_all, app, pubs)
+        if not any(p.info for p in pubs):
+            return Response({})
+        return Response({"batch": [res.get(p.channels[0], {}) for p, res in zip(pubs, results)]})
+
+
+async def _publish_all(engine, app, pubs):
+    return [await broadcast.publish(engine, app, pub) for pub in pubs]
+
+
+class ChannelsView(SignedAPIView):
+    def get(self, request: Request, app_id: str) -> Response:
+        app = self.app(request)
+        prefix = request.query_params.get("filter_by_prefix", "")
+        info = parse_info(request.query_params.get("info"))
+        return Response({"channels": on_loop(_channels, app, prefix, info)})
+
+
+async def _channels(engine, app, prefix: str, info: frozenset[str]):
+    counts = await engine.adapter.channels(app.id)
+    result = {}
+    for name in sorted(counts):
+        if prefix and not name.startswith(prefix):
+            continue
+        entry = {}
+        if "user_count" in info:
+            if not kind_of(name).presence:
+                raise errors.invalid_input(
+                    "user_count is only available for presence channels. Use filter_by_prefix=presence-"
+                )
+            entry["user_count"] = len(await engine.adapter.members(app.id, name))
+        if "subscription_count" in info:
+            entry["subscription_count"] = counts[name]
+        result[name] = entry
+    return result
+
+
+class ChannelView(SignedAPIView):
+    def get(self, request: Request, app_id: str, channel: str) -> Response:
+        app = self.app(request)
+        channel = self.channel_name(app, channel)
+        info = frozenset(
+            part.strip() for part in (request.query_params.get("info") or "").split(",") if part.strip()
+        )
+        if "user_count" in info and not kind_of(channel).presence:
+            raise errors.invalid_input("user_count is only available for presence channels")
+        return Response(on_loop(_channel, app, channel, info))
+
+
+async def _channel(engine, app, channel: str, info: frozenset[str]):
+    count = await engine.adapter.subscription_count(app.id, channel)
+    result = {"occupied": count > 0}
+    result.update(await broadcast.channel_info(engine, app, channel, info))
+    if "cache" in info and kind_of(channel).cache:
+        cached = engine.cache_get(app.id, channel)
+        if cached is not None:
+            result["cache"] = {"data": cached[0], "ttl": int(cached[1])}
+    return result
+
+
+class ChannelUsersView(SignedAPIView):
+    def get(self, request: Request, app_id: str, channel: str) -> Response:
+        app = self.app(request)
+        channel = self.channel_name(app, channel)
+        if not kind_of(channel).presence:
+            raise errors.invalid_input("Only presence channels support this endpoint")
+        members = on_loop(_members, app, channel)
+        return Response({"users": [{"id": user_id} for user_id in members]})
+
+
+async def _members(engine, app, channel: str):
+    return list(await engine.adapter.members(app.id, channel))
+
+
+class TerminateConnectionsView(SignedAPIView):
+    code = protocol_errors.UNAUTHORIZED
+    reason = protocol_errors.TERMINATED_REASON
+
+    def post(self, request: Request, user_id: str, app_id: str | None = None) -> Response:
+        app = self.app(request)
+        self.json_body(request)  # any JSON; malformed bodies still get a clear 400
+        on_loop(_terminate, app, user_id, self.code, self.reason)
+        return Response({"ok": True})
+
+
+class ForceReconnectView(TerminateConnectionsView):
+    code = protocol_errors.RECONNECT_NOW
+    reason = protocol_errors.FORCE_RECONNECT_REASON
+
+
+async def _terminate(engine, app, user_id: str, code: int, reason: str) -> None:
+    engine.adapter.terminate_user(app.id, user_id, code, reason)

@@ -1,0 +1,60 @@
+"""The publish pipeline shared by the HTTP API (and later server-side callers).
+
+``Publication`` is a validated event; ``publish`` runs on the event loop: encode once per channel,
+remember it for cache channels, hand it to the adapter (one message per broadcast per node), then
+collect the ``info`` the caller asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .outlets import OutFrame
+from .protocol import frames
+from .protocol.channels import SERVER_TO_USER_PREFIX, kind_of
+
+if TYPE_CHECKING:
+    from apps_admin.models import App
+
+    from .engine import Engine
+
+
+@dataclass(slots=True)
+class Publication:
+    name: str
+    data: str
+    channels: list[str]
+    socket_id: str | None = None
+    info: frozenset[str] = field(default_factory=frozenset)
+
+
+async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[str, Any]]:
+    """Deliver ``pub`` to every channel; return per-channel info when ``pub.info`` asks for it."""
+    adapter = engine.adapter
+    for channel in pub.channels:
+        text = frames.encode(pub.name, pub.data, channel)
+        frame = OutFrame(text)
+        kind = kind_of(channel)
+        if kind.server_to_user:
+            adapter.send_to_user(app.id, channel[len(SERVER_TO_USER_PREFIX) :], frame)
+            continue
+        if kind.cache:
+            engine.cache_put(app.id, channel, text)
+        adapter.broadcast(app.id, channel, frame, pub.socket_id)
+    if not pub.info:
+        return {}
+    result: dict[str, dict[str, Any]] = {}
+    for channel in pub.channels:
+        result[channel] = await channel_info(engine, app, channel, pub.info)
+    return result
+
+
+async def channel_info(engine: Engine, app: App, channel: str, info: frozenset[str]) -> dict[str, Any]:
+    """``user_count`` (presence channels) and ``subscription_count``, cluster-wide."""
+    entry: dict[str, Any] = {}
+    if "user_count" in info and kind_of(channel).presence:
+        entry["user_count"] = len(await engine.adapter.members(app.id, channel))
+    if "subscription_count" in info:
+        entry["subscription_count"] = await engine.adapter.subscription_count(app.id, channel)
+    return entry

@@ -1,0 +1,81 @@
+"""Server-wide settings: one table of (environment variable, default, meaning).
+
+``settings.SOCKUDO`` is built from this table at start-up; code reads it through ``server_settings()``.
+The README's settings table is checked against ``SETTINGS`` by a test, so docs and code agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from sockudo_project.env import env_bool, env_int, env_str
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    env: str
+    default: Any
+    kind: type
+    doc: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ACTIVITY_TIMEOUT", 120, int, "Seconds of client silence before the server pings (sent in the handshake)."),
+    Setting("PONG_TIMEOUT", 30, int, "Seconds to wait for any frame after a server ping before closing with 4201."),
+    Setting("WEBSOCKET_MAX_PAYLOAD_KB", 64, int, "Largest inbound WebSocket message; bigger ones are closed with 1009."),
+    Setting("WEBSOCKET_MAX_BUFFER_KB", 1024, int, "Unsent outbound data per connection before it is closed as a slow consumer (4100)."),
+    Setting("WEBSOCKET_MAX_MESSAGES", 1000, int, "Queued outbound frames per connection on servers without a transport buffer probe."),
+    Setting("SOCKUDO_MAX_CONNECTIONS", 0, int, "Connections this node accepts (0 = unlimited); over it new sockets get 4100."),
+    Setting("USER_AUTHENTICATION_TIMEOUT", 3600, int, "Seconds an app with enforce_user_authentication gives a socket to sign in."),
+    Setting("CACHE_CHANNEL_TTL", 3600, int, "Seconds a cache channel keeps its last event."),
+    Setting("PRESENCE_MAX_MEMBERS_PER_CHANNEL", 100, int, "Presence members per channel when the app sets none."),
+    Setting("PRESENCE_MAX_MEMBER_SIZE_IN_KB", 2, int, "Presence user_info size (KiB) when the app sets none."),
+    Setting("EVENT_LIMITS_MAX_CHANNELS_AT_ONCE", 100, int, "Channels per HTTP publish when the app sets none."),
+    Setting("EVENT_LIMITS_MAX_NAME_LENGTH", 200, int, "Event name length (bytes) when the app sets none."),
+    Setting("EVENT_LIMITS_MAX_PAYLOAD_IN_KB", 100, int, "HTTP event payload (KiB) when the app sets none."),
+    Setting("EVENT_LIMITS_MAX_BATCH_SIZE", 10, int, "Events per /batch_events when the app sets none."),
+    Setting("CLIENT_EVENT_MAX_PAYLOAD_IN_KB", 10, int, "Client event payload (KiB) when the app sets none."),
+    Setting("CLIENT_EVENT_MAX_PER_SECOND", 10, int, "Client events per socket per window when the app sets none."),
+    Setting("CHANNEL_LIMITS_MAX_NAME_LENGTH", 200, int, "Channel name length (bytes) when the app sets none."),
+    Setting("WATCHLIST_MAX_SIZE", 100, int, "Users one signed-in socket may watch."),
+    Setting("HTTP_API_REQUEST_LIMIT_IN_MB", 10, int, "Largest HTTP API request body (413 above)."),
+    Setting("HTTP_API_TIMESTAMP_SKEW", 600, int, "Allowed auth_timestamp skew in seconds."),
+    Setting("CHANNELS_INFO_CACHE_SECONDS", 2, int, "How long GET /channels answers are reused."),
+    Setting("ADAPTER_DRIVER", "local", str, "Fan-out adapter: local (one process)."),
+    Setting("APP_MANAGER_DRIVER", "database", str, "Where apps live: database (the App model) or static (environment)."),
+    Setting("APP_MANAGER_CACHE_TTL", 300, int, "Seconds an app lookup is cached in-process (saves invalidate at once)."),
+    Setting("HEARTBEAT_SWEEP_INTERVAL", 1, int, "Seconds between activity/timeout sweeps over this node's sockets."),
+    Setting("SUBSCRIPTION_COUNT_INTERVAL", 1, int, "Seconds over which subscription_count events are coalesced."),
+)
+
+_ADAPTERS = {"local": "realtime.adapters.local.LocalAdapter"}
+
+
+def from_environ() -> dict[str, Any]:
+    """Build ``settings.SOCKUDO`` from the environment."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.kind is bool:
+            values[setting.env] = env_bool(setting.env, setting.default)
+        elif setting.kind is int:
+            values[setting.env] = env_int(setting.env, setting.default)
+        else:
+            values[setting.env] = env_str(setting.env, setting.default)
+    return values
+
+
+@lru_cache(maxsize=1)
+def server_settings() -> dict[str, Any]:
+    """The effective settings (defaults overlaid with ``settings.SOCKUDO``), read once."""
+    from django.conf import settings
+
+    values = {s.env: s.default for s in SETTINGS}
+    values.update(getattr(settings, "SOCKUDO", {}))
+    return values
+
+
+def adapter_path(driver: str) -> str:
+    """Dotted path of the adapter class for a driver name (or a dotted path itself)."""
+    return _ADAPTERS.get(driver, driver)

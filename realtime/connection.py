@@ -1,0 +1,69 @@
+"""The state of one WebSocket connection on this node (kept small: thousands live per process)."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apps_admin.models import App
+
+    from .outlets import Outlet
+
+_rand = random.SystemRandom()
+
+
+def new_socket_id() -> str:
+    """``<a>.<b>``: two decimal integers, as Pusher server SDKs validate (``^\\d+\\.\\d+$``)."""
+    return f"{_rand.randint(1, 9_999_999_999)}.{_rand.randint(1, 9_999_999_999)}"
+
+
+class Connection:
+    __slots__ = (
+        "socket_id",
+        "app",
+        "outlet",
+        "protocol",
+        "channels",
+        "user_id",
+        "presence_user_id",
+        "user_data",
+        "watchlist",
+        "last_seen",
+        "ping_sent_at",
+        "auth_deadline",
+        "rate_window",
+        "rate_count",
+        "msg_window",
+        "msg_count",
+        "closed",
+        "__weakref__",
+    )
+
+    def __init__(self, app: App, outlet: Outlet, protocol: int = 1) -> None:
+        self.socket_id = new_socket_id()
+        self.app = app
+        self.outlet = outlet
+        self.protocol = protocol
+        # channel name -> presence user id on that channel (None for non-presence channels)
+        self.channels: dict[str, str | None] = {}
+        self.user_id: str | None = None  # signed-in user (pusher:signin)
+        self.presence_user_id: str | None = None  # first presence identity, if not signed in
+        self.user_data: dict[str, Any] | None = None
+        self.watchlist: tuple[str, ...] = ()
+        self.last_seen = time.monotonic()
+        self.ping_sent_at = 0.0
+        self.auth_deadline = 0.0
+        self.rate_window = 0.0
+        self.rate_count = 0
+        self.msg_window = 0.0
+        self.msg_count = 0
+        self.closed = False
+
+    @property
+    def effective_user_id(self) -> str | None:
+        return self.user_id or self.presence_user_id
+
+    def __repr__(self) -> str:  # pragma: no cover - debugging aid
+        return f"<Connection {self.socket_id} app={self.app.id}>"

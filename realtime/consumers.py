@@ -1,0 +1,41 @@
+"""The WebSocket consumer: thin. It accepts, hands frames to the engine and reports the disconnect.
+
+Channels' stock ``dispatch`` hops to a worker thread before every message (to close stale database
+connections) and goes through an ``asyncio.wait`` per frame; this consumer never touches the ORM,
+so it replaces that loop with a direct ``receive`` loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+
+from apps_admin.managers import get_app_manager
+
+from .engine import get_engine
+
+
+class RealtimeConsumer(AsyncConsumer):
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        engine = await get_engine()
+        key = scope.get("url_route", {}).get("kwargs", {}).get("key", "")
+        app = await get_app_manager().aget_by_key(key)
+        await send({"type": "websocket.accept"})
+        conn = await engine.connect(scope, send, app)
+        try:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    if conn is not None:
+                        text = message.get("text")
+                        engine.handle(conn, text if text is not None else message.get("bytes"))
+                elif kind == "websocket.disconnect":
+                    return
+        finally:
+            if conn is not None:
+                engine.disconnect(conn)

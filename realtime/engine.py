@@ -1,0 +1,302 @@
+"""The engine of one node: connection lifecycle, frame dispatch, local fan-out and timers.
+
+Runs on the event loop thread only. Consumers are thin (they hand frames here); HTTP views reach it
+through ``realtime.bridge``. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable
+from urllib.parse import parse_qs
+
+from django.utils.module_loading import import_string
+
+from . import handlers
+from .conf import adapter_path, server_settings
+from .connection import Connection
+from .origins import origin_allowed
+from .outlets import OutFrame, make_outlet
+from .protocol import errors, frames
+from .protocol.errors import ProtocolError
+from .registry import Registry
+
+if TYPE_CHECKING:
+    from apps_admin.models import App
+
+    from .adapters.base import Adapter
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_V1 = (5, 6, 7)
+
+
+class Engine:
+    def __init__(self) -> None:
+        s = server_settings()
+        self.registry = Registry()
+        self.adapter: Adapter = import_string(adapter_path(s["ADAPTER_DRIVER"]))(self)
+        self.activity_timeout = int(s["ACTIVITY_TIMEOUT"])
+        self.pong_timeout = float(s["PONG_TIMEOUT"])
+        self.max_payload = int(s["WEBSOCKET_MAX_PAYLOAD_KB"]) * 1024
+        self.max_connections = int(s["SOCKUDO_MAX_CONNECTIONS"])
+        self.user_auth_timeout = float(s["USER_AUTHENTICATION_TIMEOUT"])
+        self.cache_ttl = float(s["CACHE_CHANNEL_TTL"])
+        self.watchlist_max = int(s["WATCHLIST_MAX_SIZE"])
+        self.sweep_interval = float(s["HEARTBEAT_SWEEP_INTERVAL"])
+        self.count_interval = float(s["SUBSCRIPTION_COUNT_INTERVAL"])
+        self.outlet_limits = (int(s["WEBSOCKET_MAX_BUFFER_KB"]) * 1024, int(s["WEBSOCKET_MAX_MESSAGES"]))
+        self.cache: dict[tuple[str, str], tuple[str, float]] = {}
+        self._count_pending: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._count_last: dict[tuple[str, str], float] = {}
+        self._sweeper: asyncio.Task | None = None
+        self._system: dict[str, Callable[[Engine, Connection, frames.Frame], None]] = {
+            "subscribe": handlers.subscribe,
+            "unsubscribe": handlers.unsubscribe,
+            "ping": handlers.ping,
+            "pong": handlers.pong,
+            "signin": handlers.signin,
+        }
+
+    async def start(self) -> None:
+        await self.adapter.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        await self.adapter.stop()
+
+    # -- connection lifecycle ------------------------------------------------------------------
+    async def connect(self, scope: dict[str, Any], send: Callable, app: App | None) -> Connection | None:
+        """Admit an accepted socket: send ``connection_established`` or an error and a close."""
+        outlet = make_outlet(send, self.outlet_limits)
+        try:
+            protocol = self._protocol_version(scope)
+            if app is None:
+                raise errors.app_not_found()
+            if not app.enabled:
+                raise errors.app_disabled()
+            if app.allowed_origins and not origin_allowed(_header(scope, b"origin"), app.allowed_origins):
+                raise errors.origin_not_allowed()
+            if self.max_connections and self.registry.connection_count >= self.max_connections:
+                raise errors.server_over_capacity()
+            if app.max_connections and await self.adapter.connection_count(app.id) >= app.max_connections:
+                raise errors.app_over_quota()
+        except ProtocolError as error:
+            outlet.send(OutFrame(frames.error_frame(error)))
+            outlet.close(error.code, error.message)
+            return None
+        conn = Connection(app, outlet, protocol)
+        self.registry.add_connection(conn)
+        if app.enable_user_authentication and app.enforce_user_authentication:
+            conn.auth_deadline = time.monotonic() + self.user_auth_timeout
+        self.send(conn, frames.connection_established(conn.socket_id, self.activity_timeout))
+        return conn
+
+    @staticmethod
+    def _protocol_version(scope: dict[str, Any]) -> int:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        values = query.get("protocol")
+        if not values:
+            return 7
+        raw = values[-1]
+        try:
+            version = int(raw)
+        except ValueError:
+            raise errors.invalid_version(raw[:20]) from None
+        if version == 2:
+            # Protocol V2 is not served yet: refuse clearly rather than speak V1 to a V2 client.
+            raise errors.unsupported_protocol(version)
+        if version not in SUPPORTED_V1:
+            raise errors.unsupported_protocol(version)
+        return version
+
+    def disconnect(self, conn: Connection) -> None:
+        """The socket is gone (client closed, network dropped, or we closed it)."""
+        self._cleanup(conn)
+
+    def close(self, conn: Connection, code: int, reason: str, error: ProtocolError | None = None) -> None:
+        """Close a socket from the server side, optionally after an error frame."""
+        if conn.closed:
+            return
+        if error is not None:
+            conn.outlet.send(OutFrame(frames.error_frame(error)))
+        conn.outlet.close(code, reason)
+        self._cleanup(conn)
+
+    def _cleanup(self, conn: Connection) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        for channel in list(conn.channels):
+            handlers.leave_channel(self, conn, channel)
+        if conn.user_id is not None:
+            handlers.forget_user(self, conn)
+        self.registry.remove_connection(conn)
+
+    # -- inbound frames ------------------------------------------------------------------------
+    def handle(self, conn: Connection, raw: str | bytes | None) -> None:
+        if conn.closed or raw is None:
+            return
+        conn.last_seen = time.monotonic()
+        conn.ping_sent_at = 0.0
+        if len(raw) > self.max_payload:
+            self.close(conn, errors.MESSAGE_TOO_BIG, "Message too big")
+            return
+        try:
+            handlers.check_message_rate(self, conn)
+            frame = frames.decode(raw)
+            if frame.system is not None:
+                handler = self._system.get(frame.system)
+                if handler is not None:
+                    handler(self, conn, frame)
+            elif frame.event.startswith("client-"):
+                handlers.client_event(self, conn, frame)
+            # Other event names are ignored, as Pusher does.
+        except ProtocolError as error:
+            self.fail(conn, error)
+
+    def fail(self, conn: Connection, error: ProtocolError) -> None:
+        if error.fatal:
+            self.close(conn, error.code, error.message, error)
+        else:
+            self.send(conn, frames.error_frame(error))
+
+    # -- outbound ------------------------------------------------------------------------------
+    def send(self, conn: Connection, text: str) -> None:
+        self.send_frame(conn, OutFrame(text))
+
+    def send_frame(self, conn: Connection, frame: OutFrame) -> None:
+        if not conn.outlet.send(frame) and not conn.closed:
+            self._slow(conn)
+
+    def _slow(self, conn: Connection) -> None:
+        if conn.outlet.open:
+            log.info("closing slow consumer %s", conn.socket_id)
+        self.close(conn, errors.OVER_CAPACITY, errors.SLOW_CONSUMER_REASON)
+
+    def deliver_local(
+        self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None = None
+    ) -> int:
+        """Fan a prebuilt frame out to this node's subscribers; never waits on a socket."""
+        subs = self.registry.subscribers(app_id, channel)
+        if not subs:
+            return 0
+        slow = None
+        sent = 0
+        for conn in subs:
+            if except_socket_id is not None and conn.socket_id == except_socket_id:
+                continue
+            if conn.outlet.send(frame):
+                sent += 1
+            elif slow is None:
+                slow = [conn]
+            else:
+                slow.append(conn)
+        if slow:
+            for conn in slow:
+                if not conn.closed:
+                    self._slow(conn)
+        return sent
+
+    def deliver_to_user(self, app_id: str, user_id: str, frame: OutFrame) -> None:
+        for conn in self.registry.user_connections(app_id, user_id):
+            self.send_frame(conn, frame)
+
+    def close_user(self, app_id: str, user_id: str, code: int, reason: str) -> int:
+        conns = self.registry.user_connections(app_id, user_id)
+        for conn in conns:
+            self.close(conn, code, reason)
+        return len(conns)
+
+    # -- cache channels ------------------------------------------------------------------------
+    def cache_put(self, app_id: str, channel: str, text: str) -> None:
+        self.cache[(app_id, channel)] = (text, time.monotonic() + self.cache_ttl)
+
+    def cache_get(self, app_id: str, channel: str) -> tuple[str, float] | None:
+        entry = self.cache.get((app_id, channel))
+        if entry is None:
+            return None
+        remaining = entry[1] - time.monotonic()
+        if remaining <= 0:
+            del self.cache[(app_id, channel)]
+            return None
+        return entry[0], remaining
+
+    # -- subscription_count --------------------------------------------------------------------
+    def schedule_subscription_count(self, app_id: str, channel: str) -> None:
+        key = (app_id, channel)
+        if key in self._count_pending:
+            return
+        now = time.monotonic()
+        delay = max(0.0, self._count_last.get(key, 0.0) + self.count_interval - now)
+        loop = asyncio.get_running_loop()
+        self._count_pending[key] = loop.call_later(delay, self._flush_subscription_count, key)
+
+    def _flush_subscription_count(self, key: tuple[str, str]) -> None:
+        self._count_pending.pop(key, None)
+        self._count_last[key] = time.monotonic()
+        subs = self.registry.subscribers(*key)
+        if not subs:
+            self._count_last.pop(key, None)
+            return
+        self.deliver_local(key[0], key[1], OutFrame(frames.subscription_count(key[1], len(subs))))
+
+    # -- timers --------------------------------------------------------------------------------
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                self.sweep(time.monotonic())
+            except Exception:  # never let one bad connection stop the timers of all others
+                log.exception("heartbeat sweep failed")
+
+    def sweep(self, now: float) -> None:
+        """Ping quiet sockets, close those that stayed silent (4201) or never signed in (4009)."""
+        idle_after = self.activity_timeout
+        ping = OutFrame(frames.PING)
+        to_close: list[tuple[Connection, int, str]] = []
+        for state in list(self.registry.apps.values()):
+            for conn in state.connections.values():
+                if conn.ping_sent_at:
+                    if now - conn.ping_sent_at > self.pong_timeout:
+                        to_close.append((conn, errors.PONG_NOT_RECEIVED, errors.PONG_TIMEOUT_REASON))
+                        continue
+                elif now - conn.last_seen > idle_after:
+                    conn.ping_sent_at = now
+                    if not conn.outlet.send(ping):
+                        to_close.append((conn, errors.OVER_CAPACITY, errors.SLOW_CONSUMER_REASON))
+                        continue
+                if conn.auth_deadline and now > conn.auth_deadline:
+                    to_close.append((conn, errors.UNAUTHORIZED, errors.AUTH_TIMEOUT_REASON))
+        for conn, code, reason in to_close:
+            self.close(conn, code, reason)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+_engine: Engine | None = None
+_engine_lock: asyncio.Lock | None = None
+
+
+async def get_engine() -> Engine:
+    """The node's engine, created and started on first use inside the running loop."""
+    global _engine, _engine_lock
+    if _engine is not None:
+        return _engine
+    if _engine_lock is None:
+        _engine_lock = asyncio.Lock()
+    async with _engine_lock:
+        if _engine is None:
+            engine = Engine()
+            await engine.start()
+            _engine = engine
+    return _engine

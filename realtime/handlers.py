@@ -1,0 +1,284 @@
+"""What each inbound event does: subscribe, unsubscribe, client events, sign-in, ping.
+
+Functions of (engine, connection, frame); they raise ``ProtocolError`` for the client's mistakes and
+the engine turns that into the protocol's error frame (or close).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from .outlets import OutFrame
+from .protocol import errors, frames
+from .protocol.channels import SERVER_TO_USER_PREFIX, kind_of, validate_name
+from .protocol.errors import ProtocolError
+from .protocol.signatures import channel_string, user_string, verify_auth
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .engine import Engine
+
+
+# -- subscribe / unsubscribe -------------------------------------------------------------------
+def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
+    data = frames.data_object(frame.data)
+    if data is None:
+        raise errors.invalid_format("subscribe data must be an object with a channel")
+    channel = data.get("channel")
+    app = conn.app
+    if not app.enabled:
+        raise errors.app_disabled()
+    reason = validate_name(channel, app.effective_max_channel_name_length, app.channel_namespaces)
+    if reason:
+        raise errors.channel_error(reason)
+    kind = kind_of(channel)
+    if channel in conn.channels:  # idempotent: confirm again, no second member_added
+        _confirm(engine, conn, channel, kind.presence)
+        return
+    if kind.server_to_user:
+        if conn.user_id is None or channel != SERVER_TO_USER_PREFIX + conn.user_id:
+            _reject(engine, conn, channel, errors.auth_error("Sign in as this user to subscribe to its channel"), 403)
+            return
+        conn.channels[channel] = None  # delivery goes through the user index, not the channel
+        engine.send(conn, frames.subscription_succeeded(channel))
+        return
+    user_id = None
+    user_info: Any = None
+    if kind.requires_auth:
+        auth = data.get("auth")
+        if not auth:
+            _reject(engine, conn, channel, errors.auth_error("Authentication signature required for this channel"), 401)
+            return
+        channel_data = data.get("channel_data") if kind.presence else None
+        if channel_data is not None and not isinstance(channel_data, str):
+            channel_data = frames.dumps(channel_data)
+        signed = channel_string(conn.socket_id, channel, channel_data)
+        if not verify_auth(auth, app.key, app.secret, signed):
+            _reject(engine, conn, channel, errors.auth_error("Invalid signature: channel requires authentication"), 401)
+            return
+        if kind.presence:
+            try:
+                user_id, user_info = _presence_identity(app, channel_data)
+                members = engine.registry.members(app.id, channel)
+                if user_id not in members and len(members) >= app.effective_max_presence_members:
+                    raise errors.presence_full()
+            except ProtocolError as error:
+                status = 403 if error.code == errors.OVER_CAPACITY else 400
+                _reject(engine, conn, channel, error, status)
+                return
+    engine.registry.join(conn, channel)
+    conn.channels[channel] = user_id
+    if kind.requires_auth:
+        conn.auth_deadline = 0.0
+    if user_id is not None:
+        if conn.presence_user_id is None:
+            conn.presence_user_id = user_id
+        if engine.registry.add_member(conn, channel, user_id, user_info):
+            added = OutFrame(frames.member_added(channel, user_id, user_info))
+            engine.adapter.broadcast(app.id, channel, added, conn.socket_id)
+    _confirm(engine, conn, channel, kind.presence)
+    if kind.cache:
+        cached = engine.cache_get(app.id, channel)
+        engine.send(conn, cached[0] if cached else frames.cache_miss(channel))
+    if app.enable_subscription_count and not kind.presence:
+        engine.schedule_subscription_count(app.id, channel)
+
+
+def _confirm(engine: Engine, conn: Connection, channel: str, presence: bool) -> None:
+    if not presence:
+        engine.send(conn, frames.subscription_succeeded(channel))
+        return
+    members = engine.registry.members(conn.app.id, channel)
+    payload = {
+        "ids": list(members),
+        "hash": {uid: ({} if m.info is None else m.info) for uid, m in members.items()},
+        "count": len(members),
+    }
+    engine.send(conn, frames.subscription_succeeded(channel, payload))
+
+
+def _reject(engine: Engine, conn: Connection, channel: str, error: ProtocolError, status: int) -> None:
+    """A failed subscribe: the global ``pusher:error`` plus a channel-scoped subscription_error so
+    pusher-js / Laravel Echo fire the channel's error callback instead of waiting forever."""
+    engine.send(conn, frames.error_frame(error))
+    engine.send(conn, frames.subscription_error(channel, error.message, status))
+
+
+def _presence_identity(app: Any, channel_data: str | None) -> tuple[str, Any]:
+    if channel_data is None:
+        raise errors.invalid_format("presence channels require channel_data")
+    try:
+        parsed = json.loads(channel_data)
+    except ValueError:
+        raise errors.channel_error("channel_data must be a JSON object") from None
+    if not isinstance(parsed, dict):
+        raise errors.channel_error("channel_data must be a JSON object")
+    user_id = parsed.get("user_id")
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)) or user_id == "":
+        raise errors.channel_error("Missing user_id in channel_data")
+    user_id = str(user_id)  # older PHP/Ruby backends send integers
+    user_info = parsed.get("user_info")
+    limit = app.effective_max_presence_member_size_kb * 1024
+    if user_info is not None and len(frames.dumps(user_info).encode()) > limit:
+        raise errors.channel_error(f"Presence member data is larger than {limit // 1024} KiB")
+    return user_id, user_info
+
+
+def unsubscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
+    data = frame.data
+    if isinstance(data, str):
+        parsed = frames.data_object(data)
+        channel = parsed.get("channel") if parsed is not None else data
+    elif isinstance(data, dict):
+        channel = data.get("channel")
+    else:
+        channel = None
+    if isinstance(channel, str) and channel in conn.channels:
+        leave_channel(engine, conn, channel)
+
+
+def leave_channel(engine: Engine, conn: Connection, channel: str) -> None:
+    user_id = conn.channels.pop(channel, None)
+    app_id = conn.app.id
+    remaining = engine.registry.leave(conn, channel)
+    if user_id is not None and engine.registry.remove_member(conn, channel, user_id) and remaining:
+        engine.adapter.broadcast(app_id, channel, OutFrame(frames.member_removed(channel, user_id)))
+    if conn.app.enable_subscription_count and user_id is None and remaining:
+        engine.schedule_subscription_count(app_id, channel)
+
+
+# -- client events -----------------------------------------------------------------------------
+def check_message_rate(engine: Engine, conn: Connection) -> None:
+    """The optional limit on all inbound frames of one socket (app ``message_rate_limit``)."""
+    rule = conn.app.message_rate_limit
+    if not rule or not rule.get("enabled"):
+        return
+    now = time.monotonic()
+    window = float(rule.get("decay_seconds") or 60)
+    if now - conn.msg_window >= window:
+        conn.msg_window = now
+        conn.msg_count = 0
+    conn.msg_count += 1
+    if conn.msg_count > int(rule.get("max_attempts") or 60):
+        if rule.get("terminate_on_limit"):
+            raise errors.client_event_rate_limit_close()
+        raise errors.client_event_rate_limited()
+
+
+def client_event(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
+    app = conn.app
+    limit = app.effective_max_client_events_per_second
+    if limit:
+        now = time.monotonic()
+        if now - conn.rate_window >= app.effective_decay_seconds:
+            conn.rate_window = now
+            conn.rate_count = 0
+        conn.rate_count += 1
+        if conn.rate_count > limit * app.effective_decay_seconds:
+            if app.terminate_on_limit:
+                raise errors.client_event_rate_limit_close()
+            raise errors.client_event_rate_limited()
+    if not app.enable_client_messages:
+        raise errors.client_event_error("Client events are not enabled for this app")
+    event = frame.event
+    if len(event.encode()) > app.effective_max_event_name_length:
+        raise errors.invalid_event_name(f"Event name is longer than {app.effective_max_event_name_length} bytes")
+    channel = frame.channel
+    reason = validate_name(channel, app.effective_max_channel_name_length, app.channel_namespaces)
+    if reason:
+        raise errors.channel_error(reason)
+    kind = kind_of(channel)
+    if not kind.allows_client_events:
+        raise errors.client_event_error("Client events are only allowed on private and presence channels")
+    data = frame.data
+    size = len(data.encode()) if isinstance(data, str) else len(frames.dumps(data).encode())
+    if size > app.effective_max_client_payload_bytes:
+        raise errors.client_event_error(
+            f"Payload is larger than {app.effective_max_client_payload_bytes // 1024} KiB"
+        )
+    if channel not in conn.channels:
+        raise errors.client_event_error(f"Socket {conn.socket_id} is not subscribed to channel {channel}")
+    user_id = conn.channels[channel] if kind.presence else None
+    out = OutFrame(frames.encode(event, data, channel, user_id))
+    engine.adapter.broadcast(app.id, channel, out, conn.socket_id)
+
+
+# -- ping / pong -------------------------------------------------------------------------------
+_PONG = OutFrame(frames.PONG)
+
+
+def ping(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
+    engine.send_frame(conn, _PONG)
+
+
+def pong(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
+    """Activity was already recorded by the engine; nothing else to do."""
+
+
+# -- users -------------------------------------------------------------------------------------
+def signin(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
+    app = conn.app
+    if not app.enable_user_authentication:
+        raise errors.auth_error("User authentication is disabled for this app")
+    data = frames.data_object(frame.data)
+    if data is None:
+        raise errors.auth_error("signin data must be an object with auth and user_data")
+    user_data = data.get("user_data")
+    if not isinstance(user_data, str):
+        raise errors.auth_error("user_data must be a JSON string")
+    try:
+        parsed = json.loads(user_data)
+    except ValueError:
+        raise errors.auth_error("user_data is not valid JSON") from None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("id"), str) or not parsed["id"]:
+        raise errors.auth_error("user_data must contain a string id")
+    if not verify_auth(data.get("auth"), app.key, app.secret, user_string(conn.socket_id, user_data)):
+        raise errors.auth_error("Invalid signature for user authentication")
+    watchlist: tuple[str, ...] = ()
+    if app.enable_watchlist_events:
+        raw = parsed.get("watchlist") or []
+        if not isinstance(raw, list) or not all(isinstance(u, str) for u in raw):
+            raise errors.auth_error("watchlist must be a list of user ids")
+        if len(raw) > engine.watchlist_max:
+            raise errors.watchlist_too_large(engine.watchlist_max)
+        watchlist = tuple(dict.fromkeys(raw))
+    if conn.user_id is not None:
+        forget_user(engine, conn)
+    user_id = parsed["id"]
+    conn.user_id = user_id
+    conn.user_data = parsed
+    conn.auth_deadline = 0.0
+    first = engine.registry.add_user(conn, user_id)
+    engine.send(conn, frames.signin_success(user_data))
+    if app.enable_watchlist_events:
+        conn.watchlist = watchlist
+        engine.registry.watch(conn, watchlist)
+        online = [u for u in watchlist if engine.registry.user_connections(app.id, u)]
+        offline = [u for u in watchlist if u not in online]
+        entries = [e for e in ({"name": "online", "user_ids": online}, {"name": "offline", "user_ids": offline}) if e["user_ids"]]
+        if entries:
+            engine.send(conn, frames.watchlist_events(entries))
+        if first:
+            _notify_watchers(engine, app.id, user_id, "online")
+
+
+def forget_user(engine: Engine, conn: Connection) -> None:
+    """Drop a connection's sign-in (on close or re-sign-in); watchers learn when a user goes offline."""
+    user_id = conn.user_id
+    if user_id is None:
+        return
+    conn.user_id = None
+    engine.registry.unwatch(conn, conn.watchlist)
+    conn.watchlist = ()
+    if engine.registry.remove_user(conn, user_id) and conn.app.enable_watchlist_events:
+        _notify_watchers(engine, conn.app.id, user_id, "offline")
+
+
+def _notify_watchers(engine: Engine, app_id: str, user_id: str, name: str) -> None:
+    watchers = engine.registry.watchers_of(app_id, user_id)
+    if watchers:
+        out = OutFrame(frames.watchlist_events([{"name": name, "user_ids": [user_id]}]))
+        for watcher in watchers:
+            engine.send_frame(watcher, out)

@@ -1,0 +1,153 @@
+"""Writing frames to a socket without awaiting it: one outlet per connection.
+
+A broadcast is encoded once into an ``OutFrame``; delivering it to a subscriber is a buffer append.
+Under daphne the outlet writes the prebuilt WebSocket frame straight to the Twisted transport (the
+same bytes for every subscriber) and reads the transport's unsent-byte count, which is the bounded
+outbox: past the limit the connection is closed as a slow consumer (4100) and nobody else waits.
+Any other ASGI server gets a bounded per-connection queue drained by one writer task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import struct
+from functools import partial
+from typing import Any, Awaitable, Callable
+
+AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class OutFrame:
+    """One encoded outbound frame, shared by every recipient; WebSocket bytes built on first use."""
+
+    __slots__ = ("text", "_wire")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._wire: bytes | None = None
+
+    @property
+    def wire(self) -> bytes:
+        wire = self._wire
+        if wire is None:
+            payload = self.text.encode()
+            size = len(payload)
+            if size < 126:
+                header = bytes((0x81, size))
+            elif size < 65536:
+                header = struct.pack("!BBH", 0x81, 126, size)
+            else:
+                header = struct.pack("!BBQ", 0x81, 127, size)
+            wire = self._wire = header + payload
+        return wire
+
+
+class Outlet:
+    """Interface: ``send`` returns False when the connection can no longer keep up (or is gone)."""
+
+    __slots__ = ()
+
+    def send(self, frame: OutFrame) -> bool:
+        raise NotImplementedError
+
+    def close(self, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    @property
+    def open(self) -> bool:
+        raise NotImplementedError
+
+
+class DaphneOutlet(Outlet):
+    """Direct writes to daphne's autobahn protocol and its Twisted transport."""
+
+    __slots__ = ("protocol", "limit")
+
+    def __init__(self, protocol: Any, limit: int) -> None:
+        self.protocol = protocol
+        self.limit = limit
+
+    @property
+    def open(self) -> bool:
+        return self.protocol.state == 3  # autobahn STATE_OPEN
+
+    def send(self, frame: OutFrame) -> bool:
+        protocol = self.protocol
+        if protocol.state != 3:
+            return False
+        transport = protocol.transport
+        transport.write(frame.wire)
+        # Unsent bytes held by Twisted for this socket: our bounded outbox.
+        pending = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        return pending <= self.limit
+
+    def close(self, code: int, reason: str) -> None:
+        protocol = self.protocol
+        if protocol.state in (1, 3):  # connecting or open
+            protocol.sendClose(code=code, reason=reason[:120])
+
+
+class AsgiOutlet(Outlet):
+    """Portable path for any ASGI server: a bounded queue and one writer task per busy socket."""
+
+    __slots__ = ("asgi_send", "limit", "queue", "writer", "closing")
+
+    def __init__(self, asgi_send: AsgiSend, limit: int) -> None:
+        self.asgi_send = asgi_send
+        self.limit = limit
+        self.queue: collections.deque[dict[str, Any]] = collections.deque()
+        self.writer: asyncio.Task | None = None
+        self.closing = False
+
+    @property
+    def open(self) -> bool:
+        return not self.closing
+
+    def send(self, frame: OutFrame) -> bool:
+        if self.closing:
+            return False
+        if len(self.queue) >= self.limit:
+            return False
+        self._enqueue({"type": "websocket.send", "text": frame.text})
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            self._enqueue({"type": "websocket.close", "code": code, "reason": reason})
+
+    def _enqueue(self, message: dict[str, Any]) -> None:
+        self.queue.append(message)
+        if self.writer is None:
+            self.writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                await self.asgi_send(self.queue.popleft())
+        except Exception:  # the socket went away; the consumer's disconnect cleans up
+            self.queue.clear()
+        finally:
+            self.writer = None
+
+
+def make_outlet(send: AsgiSend, limits: tuple[int, int]) -> Outlet:
+    """Pick the fastest outlet the server allows. ``limits`` = (max buffered bytes, max queued frames)."""
+    protocol = _daphne_protocol(send)
+    if protocol is not None:
+        return DaphneOutlet(protocol, limits[0])
+    return AsgiOutlet(send, limits[1])
+
+
+def _daphne_protocol(send: AsgiSend) -> Any | None:
+    """daphne hands each app ``partial(server.handle_reply, protocol)``; recognise exactly that."""
+    if not isinstance(send, partial) or not send.args:
+        return None
+    protocol = send.args[0]
+    if type(protocol).__module__ != "daphne.ws_protocol":
+        return None
+    transport = getattr(protocol, "transport", None)
+    if transport is None or not hasattr(transport, "_tempDataLen"):
+        return None
+    return protocol

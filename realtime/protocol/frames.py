@@ -1,0 +1,135 @@
+"""Decoding inbound frames and encoding outbound ones (V1 / Pusher protocol 7).
+
+Outbound frames are compact JSON with Pusher's key order (event, channel, data, user_id) and are
+encoded once per broadcast, never per subscriber.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import errors
+
+_SYSTEM_PREFIXES = ("pusher:", "pusher_internal:", "sockudo:", "sockudo_internal:")
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_loads = json.loads
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded inbound frame. ``system`` is the suffix of a pusher:/sockudo: event, else None."""
+
+    event: str
+    channel: Any
+    data: Any
+    system: str | None
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, as every frame and published payload uses."""
+    return _dumps(value)
+
+
+def decode(raw: str | bytes) -> Frame:
+    """Parse one inbound frame; raise a 4000 ProtocolError for anything malformed."""
+    try:
+        message = _loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.invalid_format(str(exc)[:200]) from None
+    except RecursionError:
+        raise errors.invalid_format("nesting too deep") from None
+    if not isinstance(message, dict):
+        raise errors.invalid_format("frame must be a JSON object")
+    event = message.get("event")
+    if event is None:
+        raise errors.invalid_event_name("Event name is required")
+    if not isinstance(event, str) or not event:
+        raise errors.invalid_event_name("Event name must be a non-empty string")
+    system = None
+    for prefix in _SYSTEM_PREFIXES:
+        if event.startswith(prefix):
+            system = event[len(prefix) :]
+            break
+    return Frame(event, message.get("channel"), message.get("data"), system)
+
+
+def data_object(data: Any) -> dict | None:
+    """Inbound ``data`` may be an object or a JSON string holding one; return the object or None."""
+    if isinstance(data, dict):
+        return data
+    if isinstance(data, str):
+        try:
+            parsed = _loads(data)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, dict) else None
+    return None
+
+
+def encode(
+    event: str, data: Any = None, channel: str | None = None, user_id: str | None = None
+) -> str:
+    """Encode one outbound frame; ``data`` None means no data key (e.g. ``pusher:pong``)."""
+    frame: dict[str, Any] = {"event": event}
+    if channel is not None:
+        frame["channel"] = channel
+    if data is not None:
+        frame["data"] = data
+    if user_id is not None:
+        frame["user_id"] = user_id
+    return _dumps(frame)
+
+
+def error_frame(error: errors.ProtocolError) -> str:
+    return encode("pusher:error", {"code": error.code, "message": error.message})
+
+
+def connection_established(socket_id: str, activity_timeout: int) -> str:
+    payload = _dumps({"socket_id": socket_id, "activity_timeout": activity_timeout})
+    return encode("pusher:connection_established", payload)
+
+
+def subscription_succeeded(channel: str, presence: dict | None = None) -> str:
+    payload = _dumps({"presence": presence}) if presence is not None else "{}"
+    return encode("pusher_internal:subscription_succeeded", payload, channel)
+
+
+def subscription_error(channel: str, message: str, status: int) -> str:
+    return encode(
+        "pusher:subscription_error",
+        {"type": "AuthError", "error": message, "status": status},
+        channel,
+    )
+
+
+def member_added(channel: str, user_id: str, user_info: Any) -> str:
+    payload = _dumps({"user_id": user_id, "user_info": {} if user_info is None else user_info})
+    return encode("pusher_internal:member_added", payload, channel)
+
+
+def member_removed(channel: str, user_id: str) -> str:
+    return encode("pusher_internal:member_removed", _dumps({"user_id": user_id}), channel)
+
+
+def subscription_count(channel: str, count: int) -> str:
+    return encode(
+        "pusher_internal:subscription_count", _dumps({"subscription_count": count}), channel
+    )
+
+
+def cache_miss(channel: str) -> str:
+    return encode("pusher:cache_miss", "{}", channel)
+
+
+def signin_success(user_data: str) -> str:
+    return encode("pusher:signin_success", {"user_data": user_data})
+
+
+def watchlist_events(entries: list[dict]) -> str:
+    return encode("pusher_internal:watchlist_events", {"events": entries})
+
+
+PONG = encode("pusher:pong")
+PING = encode("pusher:ping")

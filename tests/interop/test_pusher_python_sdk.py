@@ -15,10 +15,12 @@ are unique per test because the server may be shared.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pusher
 import pytest
@@ -118,7 +120,7 @@ class RawClient:
         self.frames: list[dict] = []  # every frame received, for diagnostics
 
     @classmethod
-    async def connect(cls, server) -> "RawClient":
+    async def connect(cls, server) -> RawClient:
         url = (f"ws://{server.host}:{server.port}/app/{server.key}"
                "?protocol=7&client=py&version=1&flash=false")
         ws = await websockets.connect(url, open_timeout=WAIT, close_timeout=2, ping_interval=None)
@@ -163,7 +165,7 @@ class RawClient:
                                      f"frames so far: {self.frames[-10:]}")
             try:
                 frame = await self.recv(left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             except websockets.ConnectionClosed as exc:
                 raise AssertionError(f"socket {self.socket_id} closed while waiting for {what}: "
@@ -183,7 +185,7 @@ class RawClient:
                 return got
             try:
                 got.append(await self.recv(left))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return got
             except websockets.ConnectionClosed as exc:
                 raise AssertionError(f"socket {self.socket_id} closed unexpectedly: "
@@ -226,10 +228,8 @@ class RawClient:
         return frame
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             await self.ws.close()
-        except Exception:
-            pass
 
 
 class Clients:
@@ -244,7 +244,7 @@ class Clients:
         self.all.append(c)
         return c
 
-    async def __aenter__(self) -> "Clients":
+    async def __aenter__(self) -> Clients:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -536,8 +536,9 @@ def test_terminate_user_connections(server):
 
             try:
                 await asyncio.wait_for(victim.ws.wait_closed(), WAIT)
-            except asyncio.TimeoutError:
-                raise AssertionError(f"signed-in socket not closed within {WAIT}s; frames: {victim.frames}")
+            except TimeoutError:
+                raise AssertionError(
+                    f"signed-in socket not closed within {WAIT}s; frames: {victim.frames}") from None
             assert victim.ws.close_code == 4009, (victim.ws.close_code, victim.ws.close_reason)
 
             # The others stay open and responsive.

@@ -17,15 +17,19 @@ from .engine import get_engine
 
 
 class RealtimeConsumer(AsyncConsumer):
+    def __init__(self, key: str = "") -> None:
+        self.key = key
+
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
         engine = await get_engine()
-        key = scope.get("url_route", {}).get("kwargs", {}).get("key", "")
+        key = self.key or scope.get("url_route", {}).get("kwargs", {}).get("key", "")
         app = await get_app_manager().aget_by_key(key)
         await send({"type": "websocket.accept"})
         conn = await engine.connect(scope, send, app)
+        del scope, send, app  # an idle socket's task keeps only what it needs
         try:
             while True:
                 message = await receive()

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import struct
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -62,11 +63,14 @@ class Outlet:
 class DaphneOutlet(Outlet):
     """Direct writes to daphne's autobahn protocol and its Twisted transport."""
 
-    __slots__ = ("protocol", "limit")
+    __slots__ = ("protocol", "limit", "direct")
 
     def __init__(self, protocol: Any, limit: int) -> None:
         self.protocol = protocol
         self.limit = limit
+        transport = protocol.transport
+        # Plain TCP only: with TLS in the transport the bytes must go through Twisted.
+        self.direct = getattr(transport, "TLS", True) is False and hasattr(transport, "socket")
 
     @property
     def open(self) -> bool:
@@ -77,10 +81,25 @@ class DaphneOutlet(Outlet):
         if protocol.state != 3:
             return False
         transport = protocol.transport
-        transport.write(frame.wire)
-        # Unsent bytes held by Twisted for this socket: our bounded outbox.
+        wire = frame.wire
         pending = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        return pending <= self.limit
+        if pending or not self.direct or transport.disconnecting:
+            transport.write(wire)
+            return pending + len(wire) <= self.limit
+        # Nothing queued: hand the bytes to the kernel now. Twisted's write() would instead
+        # register the socket for writability and write on a later loop turn (three extra
+        # syscalls per delivery); whatever the kernel does not take goes through Twisted.
+        try:
+            sent = transport.socket.send(wire)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            transport.write(wire)  # let Twisted notice the broken socket and close it
+            return True
+        if sent < len(wire):
+            transport.write(wire[sent:])
+            return len(wire) - sent <= self.limit
+        return True
 
     def close(self, code: int, reason: str) -> None:
         protocol = self.protocol
@@ -145,7 +164,9 @@ def _daphne_protocol(send: AsgiSend) -> Any | None:
     if not isinstance(send, partial) or not send.args:
         return None
     protocol = send.args[0]
-    if type(protocol).__module__ != "daphne.ws_protocol":
+    from daphne.ws_protocol import WebSocketProtocol
+
+    if not isinstance(protocol, WebSocketProtocol):
         return None
     transport = getattr(protocol, "transport", None)
     if transport is None or not hasattr(transport, "_tempDataLen"):

@@ -92,7 +92,7 @@ class PusherClient:
         while (remaining := deadline - time.monotonic()) > 0:
             try:
                 got.append(json.loads(await asyncio.wait_for(self.ws.recv(), remaining)))
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 break
         return got
 

@@ -9,8 +9,11 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
-
 from realtime.routing import websocket_application  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
+
+def application(scope, receive, send):
+    """Route by protocol; returns the handler's coroutine directly (no extra frame per socket)."""
+    if scope["type"] == "websocket":
+        return websocket_application(scope, receive, send)
+    return django_asgi_app(scope, receive, send)

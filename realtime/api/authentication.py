@@ -64,9 +64,10 @@ class PusherSignatureAuthentication(BaseAuthentication):
         elif body_md5 is not None and body_md5 != EMPTY_MD5:
             raise errors.auth_failed("body_md5 is only allowed on requests with a body")
         expected = sign_api_request(app.secret, method, path, params)
-        if not verify_hex(expected, params.get("auth_signature")):
-            if not _previous_secret_matches(app, method, path, params):
-                raise errors.auth_failed("Invalid API signature")
+        if not verify_hex(expected, params.get("auth_signature")) and not _previous_secret_matches(
+            app, method, path, params
+        ):
+            raise errors.auth_failed("Invalid API signature")
         if not app.enabled:
             raise errors.forbidden("App is disabled")
         return SignedApp(app), app

@@ -65,7 +65,7 @@ class BatchEventsView(SignedAPIView):
         results = on_loop(_publish_all, app, pubs)
         if not any(p.info for p in pubs):
             return Response({})
-        return Response({"batch": [res.get(p.channels[0], {}) for p, res in zip(pubs, results)]})
+        return Response({"batch": [res.get(p.channels[0], {}) for p, res in zip(pubs, results, strict=True)]})
 
 
 async def _publish_all(engine, app, pubs):

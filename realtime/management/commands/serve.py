@@ -27,16 +27,17 @@ class Command(BaseCommand):
         parser.add_argument("--backlog", type=int, default=int(os.environ.get("LISTEN_BACKLOG", "4096")))
 
     def handle(self, *args, host: str, port: int, backlog: int, **options) -> None:
-        from daphne.server import Server
-
+        from realtime import daphne_tuning
         from sockudo_project.asgi import application
+
+        daphne_tuning.install()
 
         settings = server_settings()
         interface = host.replace(":", r"\:")
         endpoint = f"tcp:port={port}:interface={interface}:backlog={backlog}"
         self.stdout.write(f"Serving on http://{host}:{port} (WebSocket ws://{host}:{port}/app/<key>)")
         self.stdout.flush()
-        Server(
+        daphne_tuning.TunedServer(
             application=application,
             endpoints=[endpoint],
             signal_handlers=True,

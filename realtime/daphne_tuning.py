@@ -18,6 +18,7 @@ from typing import Any
 import autobahn.websocket.protocol as autobahn_protocol
 from daphne import server as daphne_server
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+from twisted.web import http
 
 _original_pformat = autobahn_protocol.pformat
 
@@ -45,6 +46,14 @@ class LeanWebSocketProtocol(WebSocketProtocol):
         self.request = _RequestPath(self.request.path)
         self.http_headers = self.http_request_data = self.http_response_data = None
         self.clean_headers = None
+        # daphne upgraded this socket from an HTTP channel, which keeps its request, header and
+        # line buffers alive until its 60 s idle timer fires; the channel stays registered as the
+        # transport's producer (write back-pressure), so release what it holds instead.
+        channel = getattr(self.transport, "producer", None)
+        if isinstance(channel, http.HTTPChannel):
+            channel.setTimeout(None)
+            channel._buffer = b""
+            channel.requests = []
 
 
 class LeanQueue:

@@ -127,7 +127,18 @@ class TunedWebSocketFactory(WebSocketFactory):
         self.protocol = type("TunedWebSocketProtocol", (LeanWebSocketProtocol,), attrs)
 
 
+def _plain(value: object) -> str:
+    return ""
+
+
 def install() -> None:
     """Make daphne build tuned protocols (call before ``daphne.server.Server.run``)."""
     autobahn_protocol.pformat = _lazy_pformat
+    if not logging.getLogger("autobahn").isEnabledFor(logging.DEBUG):
+        # autobahn colours function names for its debug lines on every connect, eagerly
+        # (about 5 % of a connect's CPU); only worth it when those lines are shown.
+        import autobahn.twisted.websocket as autobahn_twisted
+
+        for module in (autobahn_protocol, autobahn_twisted):
+            module.hltype = module.hlval = _plain
     daphne_server.WebSocketFactory = TunedWebSocketFactory

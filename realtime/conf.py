@@ -42,7 +42,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WATCHLIST_MAX_SIZE", 100, int, "Users one signed-in socket may watch."),
     Setting("HTTP_API_REQUEST_LIMIT_IN_MB", 10, int, "Largest HTTP API request body (413 above)."),
     Setting("HTTP_API_TIMESTAMP_SKEW", 600, int, "Allowed auth_timestamp skew in seconds."),
-    Setting("CHANNELS_INFO_CACHE_SECONDS", 2, int, "How long GET /channels answers are reused."),
     Setting("ADAPTER_DRIVER", "local", str, "Fan-out adapter: local (one process)."),
     Setting("APP_MANAGER_DRIVER", "database", str, "Where apps live: database (the App model) or static (environment)."),
     Setting("APP_MANAGER_CACHE_TTL", 300, int, "Seconds an app lookup is cached in-process (saves invalidate at once)."),

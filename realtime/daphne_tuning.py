@@ -175,6 +175,8 @@ class TunedWebSocketFactory(WebSocketFactory):
     protocol = LeanWebSocketProtocol
 
     def setProtocolOptions(self, **options) -> None:  # noqa: N802 - autobahn's name
+        # Oversized messages get a 1009 close frame (protocol-v1 §1.3), not a bare TCP drop.
+        options.setdefault("failByDrop", False)
         super().setProtocolOptions(**options)
         attrs = {}
         for name in WebSocketProtocol.CONFIG_ATTRS:

@@ -99,7 +99,7 @@ class Engine:
 
     @staticmethod
     def _protocol_version(scope: dict[str, Any]) -> int:
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         values = query.get("protocol")
         if not values:
             return 7

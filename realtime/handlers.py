@@ -6,7 +6,6 @@ the engine turns that into the protocol's error frame (or close).
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,8 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
     if data is None:
         raise errors.invalid_format("subscribe data must be an object with a channel")
     channel = data.get("channel")
+    if channel is None:
+        raise errors.invalid_format("subscribe requires a channel")
     app = conn.app
     if not app.enabled:
         raise errors.app_disabled()
@@ -65,7 +66,7 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
                 if user_id not in members and len(members) >= app.effective_max_presence_members:
                     raise errors.presence_full()
             except ProtocolError as error:
-                status = 403 if error.code == errors.OVER_CAPACITY else 400
+                status = 403 if error.code == errors.OVER_CAPACITY else 401
                 _reject(engine, conn, channel, error, status)
                 return
     engine.registry.join(conn, channel)
@@ -110,7 +111,7 @@ def _presence_identity(app: Any, channel_data: str | None) -> tuple[str, Any]:
     if channel_data is None:
         raise errors.invalid_format("presence channels require channel_data")
     try:
-        parsed = json.loads(channel_data)
+        parsed = frames.loads(channel_data)
     except ValueError:
         raise errors.channel_error("channel_data must be a JSON object") from None
     if not isinstance(parsed, dict):
@@ -186,6 +187,8 @@ def client_event(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
     if len(event.encode()) > app.effective_max_event_name_length:
         raise errors.invalid_event_name(f"Event name is longer than {app.effective_max_event_name_length} bytes")
     channel = frame.channel
+    if channel is None:
+        raise errors.invalid_format("client events require a channel")
     reason = validate_name(channel, app.effective_max_channel_name_length, app.channel_namespaces)
     if reason:
         raise errors.channel_error(reason)
@@ -229,7 +232,7 @@ def signin(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
     if not isinstance(user_data, str):
         raise errors.auth_error("user_data must be a JSON string")
     try:
-        parsed = json.loads(user_data)
+        parsed = frames.loads(user_data)
     except ValueError:
         raise errors.auth_error("user_data is not valid JSON") from None
     if not isinstance(parsed, dict) or not isinstance(parsed.get("id"), str) or not parsed["id"]:

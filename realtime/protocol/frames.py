@@ -15,6 +15,7 @@ from . import errors
 _SYSTEM_PREFIXES = ("pusher:", "pusher_internal:", "sockudo:", "sockudo_internal:")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _loads = json.loads
+MAX_NESTING = 128  # deepest JSON accepted from a client (arrays/objects, the frame itself included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +33,59 @@ def dumps(value: Any) -> str:
     return _dumps(value)
 
 
+def loads(text: str | bytes) -> Any:
+    """Parse JSON from a client (a frame, or a JSON string inside one: ``data``, ``channel_data``,
+    ``user_data``). Raise ValueError for anything we could not safely echo back: malformed or
+    non-UTF-8 input, nesting deeper than the parser's recursion limit, or a lone surrogate escape
+    (``"\\ud800"``), which would make every outbound frame carrying that string unencodable."""
+    try:
+        if not isinstance(text, str):
+            text = bytes(text).decode()  # strict UTF-8 (json.loads would let surrogates through)
+        value = _loads(text)
+    except RecursionError:
+        raise ValueError("nesting too deep") from None
+    # Depth is at most the number of brackets, so the walk only runs for unusual payloads. The
+    # bound keeps re-encoding (relay, size checks) far from Python's recursion limit.
+    if text.count("[") + text.count("{") > MAX_NESTING and _depth(value) > MAX_NESTING:
+        raise ValueError(f"nesting deeper than {MAX_NESTING} levels")
+    if ("\\ud" in text or "\\uD" in text) and not _encodable(value):
+        raise ValueError("lone surrogate in a string")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > deepest:
+            deepest = level
+            if deepest > MAX_NESTING:
+                break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        _dumps(value).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode(raw: str | bytes) -> Frame:
     """Parse one inbound frame; raise a 4000 ProtocolError for anything malformed."""
     try:
-        message = _loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        message = loads(raw)
+    except ValueError as exc:  # includes UnicodeDecodeError
         raise errors.invalid_format(str(exc)[:200]) from None
-    except RecursionError:
-        raise errors.invalid_format("nesting too deep") from None
     if not isinstance(message, dict):
         raise errors.invalid_format("frame must be a JSON object")
     event = message.get("event")
@@ -61,7 +107,7 @@ def data_object(data: Any) -> dict | None:
         return data
     if isinstance(data, str):
         try:
-            parsed = _loads(data)
+            parsed = loads(data)
         except ValueError:
             return None
         return parsed if isinstance(parsed, dict) else None

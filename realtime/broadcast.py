@@ -37,11 +37,11 @@ async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[
         frame = OutFrame(text)
         kind = kind_of(channel)
         if kind.server_to_user:
-            adapter.send_to_user(app.id, channel[len(SERVER_TO_USER_PREFIX) :], frame)
+            await adapter.publish_to_user(app.id, channel[len(SERVER_TO_USER_PREFIX) :], frame)
             continue
         if kind.cache:
             engine.cache_put(app.id, channel, text)
-        adapter.broadcast(app.id, channel, frame, pub.socket_id)
+        await adapter.publish(app.id, channel, frame, pub.socket_id)
     if not pub.info:
         return {}
     result: dict[str, dict[str, Any]] = {}

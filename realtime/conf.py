@@ -22,34 +22,96 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("ACTIVITY_TIMEOUT", 120, int, "Seconds of client silence before the server pings (sent in the handshake)."),
-    Setting("PONG_TIMEOUT", 30, int, "Seconds to wait for any frame after a server ping before closing with 4201."),
-    Setting("WEBSOCKET_MAX_PAYLOAD_KB", 64, int, "Largest inbound WebSocket message; bigger ones are closed with 1009."),
-    Setting("WEBSOCKET_MAX_BUFFER_KB", 1024, int, "Unsent outbound data per connection before it is closed as a slow consumer (4100)."),
-    Setting("WEBSOCKET_MAX_MESSAGES", 1000, int, "Queued outbound frames per connection on servers without a transport buffer probe."),
-    Setting("SOCKUDO_MAX_CONNECTIONS", 0, int, "Connections this node accepts (0 = unlimited); over it new sockets get 4100."),
-    Setting("USER_AUTHENTICATION_TIMEOUT", 3600, int, "Seconds an app with enforce_user_authentication gives a socket to sign in."),
+    Setting(
+        "ACTIVITY_TIMEOUT",
+        120,
+        int,
+        "Seconds of client silence before the server pings (sent in the handshake).",
+    ),
+    Setting(
+        "PONG_TIMEOUT", 30, int, "Seconds to wait for any frame after a server ping before closing with 4201."
+    ),
+    Setting(
+        "WEBSOCKET_MAX_PAYLOAD_KB",
+        64,
+        int,
+        "Largest inbound WebSocket message; bigger ones are closed with 1009.",
+    ),
+    Setting(
+        "WEBSOCKET_MAX_BUFFER_KB",
+        1024,
+        int,
+        "Unsent outbound data per connection before it is closed as a slow consumer (4100).",
+    ),
+    Setting(
+        "WEBSOCKET_MAX_MESSAGES",
+        1000,
+        int,
+        "Queued outbound frames per connection on servers without a transport buffer probe.",
+    ),
+    Setting(
+        "SOCKUDO_MAX_CONNECTIONS",
+        0,
+        int,
+        "Connections this node accepts (0 = unlimited); over it new sockets get 4100.",
+    ),
+    Setting(
+        "USER_AUTHENTICATION_TIMEOUT",
+        3600,
+        int,
+        "Seconds an app with enforce_user_authentication gives a socket to sign in.",
+    ),
     Setting("CACHE_CHANNEL_TTL", 3600, int, "Seconds a cache channel keeps its last event."),
-    Setting("PRESENCE_MAX_MEMBERS_PER_CHANNEL", 100, int, "Presence members per channel when the app sets none."),
-    Setting("PRESENCE_MAX_MEMBER_SIZE_IN_KB", 2, int, "Presence user_info size (KiB) when the app sets none."),
-    Setting("EVENT_LIMITS_MAX_CHANNELS_AT_ONCE", 100, int, "Channels per HTTP publish when the app sets none."),
+    Setting(
+        "PRESENCE_MAX_MEMBERS_PER_CHANNEL", 100, int, "Presence members per channel when the app sets none."
+    ),
+    Setting(
+        "PRESENCE_MAX_MEMBER_SIZE_IN_KB", 2, int, "Presence user_info size (KiB) when the app sets none."
+    ),
+    Setting(
+        "EVENT_LIMITS_MAX_CHANNELS_AT_ONCE", 100, int, "Channels per HTTP publish when the app sets none."
+    ),
     Setting("EVENT_LIMITS_MAX_NAME_LENGTH", 200, int, "Event name length (bytes) when the app sets none."),
     Setting("EVENT_LIMITS_MAX_PAYLOAD_IN_KB", 100, int, "HTTP event payload (KiB) when the app sets none."),
     Setting("EVENT_LIMITS_MAX_BATCH_SIZE", 10, int, "Events per /batch_events when the app sets none."),
     Setting("CLIENT_EVENT_MAX_PAYLOAD_IN_KB", 10, int, "Client event payload (KiB) when the app sets none."),
-    Setting("CLIENT_EVENT_MAX_PER_SECOND", 10, int, "Client events per socket per window when the app sets none."),
-    Setting("CHANNEL_LIMITS_MAX_NAME_LENGTH", 200, int, "Channel name length (bytes) when the app sets none."),
+    Setting(
+        "CLIENT_EVENT_MAX_PER_SECOND", 10, int, "Client events per socket per window when the app sets none."
+    ),
+    Setting(
+        "CHANNEL_LIMITS_MAX_NAME_LENGTH", 200, int, "Channel name length (bytes) when the app sets none."
+    ),
     Setting("WATCHLIST_MAX_SIZE", 100, int, "Users one signed-in socket may watch."),
     Setting("HTTP_API_REQUEST_LIMIT_IN_MB", 10, int, "Largest HTTP API request body (413 above)."),
     Setting("HTTP_API_TIMESTAMP_SKEW", 600, int, "Allowed auth_timestamp skew in seconds."),
-    Setting("ADAPTER_DRIVER", "local", str, "Fan-out adapter: local (one process)."),
-    Setting("APP_MANAGER_DRIVER", "database", str, "Where apps live: database (the App model) or static (environment)."),
-    Setting("APP_MANAGER_CACHE_TTL", 300, int, "Seconds an app lookup is cached in-process (saves invalidate at once)."),
-    Setting("HEARTBEAT_SWEEP_INTERVAL", 1, int, "Seconds between activity/timeout sweeps over this node's sockets."),
-    Setting("SUBSCRIPTION_COUNT_INTERVAL", 1, int, "Seconds over which subscription_count events are coalesced."),
+    Setting("ADAPTER_DRIVER", "local", str, "Fan-out adapter: local (one process) or redis (a cluster of nodes)."),
+    Setting(
+        "APP_MANAGER_DRIVER",
+        "database",
+        str,
+        "Where apps live: database (the App model) or static (environment).",
+    ),
+    Setting(
+        "APP_MANAGER_CACHE_TTL",
+        300,
+        int,
+        "Seconds an app lookup is cached in-process (saves invalidate at once).",
+    ),
+    Setting(
+        "HEARTBEAT_SWEEP_INTERVAL",
+        1,
+        int,
+        "Seconds between activity/timeout sweeps over this node's sockets.",
+    ),
+    Setting(
+        "SUBSCRIPTION_COUNT_INTERVAL", 1, int, "Seconds over which subscription_count events are coalesced."
+    ),
 )
 
-_ADAPTERS = {"local": "realtime.adapters.local.LocalAdapter"}
+_ADAPTERS = {
+    "local": "realtime.adapters.local.LocalAdapter",
+    "redis": "realtime.adapters.redis.RedisAdapter",
+}
 
 
 def from_environ() -> dict[str, Any]:

@@ -37,7 +37,9 @@ class RealtimeConsumer(AsyncConsumer):
                 if kind == "websocket.receive":
                     if conn is not None:
                         text = message.get("text")
-                        engine.handle(conn, text if text is not None else message.get("bytes"))
+                        pending = engine.handle(conn, text if text is not None else message.get("bytes"))
+                        if pending is not None:
+                            await pending
                 elif kind == "websocket.disconnect":
                     return
         finally:

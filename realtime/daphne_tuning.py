@@ -126,7 +126,11 @@ class UpgradeSniffer(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         self.buffer += data
         end = self.buffer.find(b"\r\n\r\n")
-        if end < 0 and len(self.buffer) < self.MAX_HEAD and self.buffer[:4] in (b"GET ", b"GET"[: len(self.buffer)]):
+        if (
+            end < 0
+            and len(self.buffer) < self.MAX_HEAD
+            and self.buffer[:4] in (b"GET ", b"GET"[: len(self.buffer)])
+        ):
             return  # an upgrade request whose head has not fully arrived yet
         if self.timer is not None and self.timer.active():
             self.timer.cancel()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
@@ -18,6 +18,7 @@ from django.utils.module_loading import import_string
 from . import handlers
 from .conf import adapter_path, server_settings
 from .connection import Connection
+from .events import EventSink, NullSink
 from .origins import origin_allowed
 from .outlets import OutFrame, make_outlet
 from .protocol import errors, frames
@@ -52,8 +53,11 @@ class Engine:
         self.cache: dict[tuple[str, str], tuple[str, float]] = {}
         self._count_pending: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._count_last: dict[tuple[str, str], float] = {}
+        self._count_value: dict[tuple[str, str], int] = {}
+        self.events: EventSink = NullSink()
+        self._background: set[asyncio.Future] = set()
         self._sweeper: asyncio.Task | None = None
-        self._system: dict[str, Callable[[Engine, Connection, frames.Frame], None]] = {
+        self._system: dict[str, Callable[[Engine, Connection, frames.Frame], Awaitable[None] | None]] = {
             "subscribe": handlers.subscribe,
             "unsubscribe": handlers.unsubscribe,
             "ping": handlers.ping,
@@ -92,6 +96,7 @@ class Engine:
             return None
         conn = Connection(app, outlet, protocol)
         self.registry.add_connection(conn)
+        self.adapter.connections_changed(app.id)
         if app.enable_user_authentication and app.enforce_user_authentication:
             conn.auth_deadline = time.monotonic() + self.user_auth_timeout
         self.send(conn, frames.connection_established(conn.socket_id, self.activity_timeout))
@@ -137,28 +142,51 @@ class Engine:
         if conn.user_id is not None:
             handlers.forget_user(self, conn)
         self.registry.remove_connection(conn)
+        self.adapter.connections_changed(conn.app.id)
 
     # -- inbound frames ------------------------------------------------------------------------
-    def handle(self, conn: Connection, raw: str | bytes | None) -> None:
+    def handle(self, conn: Connection, raw: str | bytes | None) -> Awaitable[None] | None:
+        """Process one frame. Returns an awaitable when the frame needs the cluster (a presence
+        join); the consumer awaits it before reading the next frame, keeping frames in order."""
         if conn.closed or raw is None:
-            return
+            return None
         conn.last_seen = time.monotonic()
         conn.ping_sent_at = 0.0
         if len(raw) > self.max_payload:
             self.close(conn, errors.MESSAGE_TOO_BIG, "Message too big")
-            return
+            return None
         try:
             handlers.check_message_rate(self, conn)
             frame = frames.decode(raw)
             if frame.system is not None:
                 handler = self._system.get(frame.system)
                 if handler is not None:
-                    handler(self, conn, frame)
+                    pending = handler(self, conn, frame)
+                    if pending is not None:
+                        return self._guard(conn, pending)
             elif frame.event.startswith("client-"):
                 handlers.client_event(self, conn, frame)
             # Other event names are ignored, as Pusher does.
         except ProtocolError as error:
             self.fail(conn, error)
+        return None
+
+    async def _guard(self, conn: Connection, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except ProtocolError as error:
+            self.fail(conn, error)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run cluster bookkeeping in the background; the task is kept until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
 
     def fail(self, conn: Connection, error: ProtocolError) -> None:
         if error.fatal:
@@ -228,6 +256,27 @@ class Engine:
         return entry[0], remaining
 
     # -- subscription_count --------------------------------------------------------------------
+    def cluster_count_changed(self, app_id: str, channel: str, before: int, after: int) -> None:
+        """A channel's cluster-wide subscription count moved from ``before`` to ``after``."""
+        if before == 0 and after > 0:
+            self.events.emit(app_id, {"name": "channel_occupied", "channel": channel})
+        elif before > 0 and after == 0:
+            self.events.emit(app_id, {"name": "channel_vacated", "channel": channel})
+        if before != after and not channel.startswith("presence-"):
+            self.events.emit(
+                app_id, {"name": "subscription_count", "channel": channel, "subscription_count": after}
+            )
+            subs = self.registry.subscribers(app_id, channel)
+            if subs and next(iter(subs)).app.enable_subscription_count:
+                self._count_value[(app_id, channel)] = after
+                self.schedule_subscription_count(app_id, channel)
+
+    def member_joined(self, app_id: str, channel: str, user_id: str) -> None:
+        self.events.emit(app_id, {"name": "member_added", "channel": channel, "user_id": user_id})
+
+    def member_left_cluster(self, app_id: str, channel: str, user_id: str) -> None:
+        self.events.emit(app_id, {"name": "member_removed", "channel": channel, "user_id": user_id})
+
     def schedule_subscription_count(self, app_id: str, channel: str) -> None:
         key = (app_id, channel)
         if key in self._count_pending:
@@ -241,10 +290,11 @@ class Engine:
         self._count_pending.pop(key, None)
         self._count_last[key] = time.monotonic()
         subs = self.registry.subscribers(*key)
+        count = self._count_value.pop(key, None)
         if not subs:
             self._count_last.pop(key, None)
             return
-        self.deliver_local(key[0], key[1], OutFrame(frames.subscription_count(key[1], len(subs))))
+        self.deliver_local(key[0], key[1], OutFrame(frames.subscription_count(key[1], count or len(subs))))
 
     # -- timers --------------------------------------------------------------------------------
     async def _sweep_forever(self) -> None:

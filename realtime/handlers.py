@@ -7,8 +7,10 @@ the engine turns that into the protocol's error frame (or close).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from .adapters.base import AdapterUnavailable
 from .outlets import OutFrame
 from .protocol import errors, frames
 from .protocol.channels import SERVER_TO_USER_PREFIX, kind_of, validate_name
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
 
 
 # -- subscribe / unsubscribe -------------------------------------------------------------------
-def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
+def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitable[None] | None:
     data = frames.data_object(frame.data)
     if data is None:
         raise errors.invalid_format("subscribe data must be an object with a channel")
@@ -36,11 +38,19 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
         raise errors.channel_error(reason)
     kind = kind_of(channel)
     if channel in conn.channels:  # idempotent: confirm again, no second member_added
-        _confirm(engine, conn, channel, kind.presence)
-        return
+        if kind.presence:
+            return _confirm_presence(engine, conn, channel)
+        engine.send(conn, frames.subscription_succeeded(channel))
+        return None
     if kind.server_to_user:
         if conn.user_id is None or channel != SERVER_TO_USER_PREFIX + conn.user_id:
-            _reject(engine, conn, channel, errors.auth_error("Sign in as this user to subscribe to its channel"), 403)
+            _reject(
+                engine,
+                conn,
+                channel,
+                errors.auth_error("Sign in as this user to subscribe to its channel"),
+                403,
+            )
             return
         conn.channels[channel] = None  # delivery goes through the user index, not the channel
         engine.send(conn, frames.subscription_succeeded(channel))
@@ -50,54 +60,101 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
     if kind.requires_auth:
         auth = data.get("auth")
         if not auth:
-            _reject(engine, conn, channel, errors.auth_error("Authentication signature required for this channel"), 401)
+            _reject(
+                engine,
+                conn,
+                channel,
+                errors.auth_error("Authentication signature required for this channel"),
+                401,
+            )
             return
         channel_data = data.get("channel_data") if kind.presence else None
         if channel_data is not None and not isinstance(channel_data, str):
             channel_data = frames.dumps(channel_data)
         signed = channel_string(conn.socket_id, channel, channel_data)
         if not verify_auth(auth, app.key, app.secret, signed):
-            _reject(engine, conn, channel, errors.auth_error("Invalid signature: channel requires authentication"), 401)
+            _reject(
+                engine,
+                conn,
+                channel,
+                errors.auth_error("Invalid signature: channel requires authentication"),
+                401,
+            )
             return
         if kind.presence:
             try:
                 user_id, user_info = _presence_identity(app, channel_data)
-                members = engine.registry.members(app.id, channel)
-                if user_id not in members and len(members) >= app.effective_max_presence_members:
-                    raise errors.presence_full()
             except ProtocolError as error:
-                status = 403 if error.code == errors.OVER_CAPACITY else 401
-                _reject(engine, conn, channel, error, status)
-                return
+                _reject(engine, conn, channel, error, 401)
+                return None
+            return _join_presence(engine, conn, channel, user_id, user_info)
     engine.registry.join(conn, channel)
-    conn.channels[channel] = user_id
+    conn.channels[channel] = None
     if kind.requires_auth:
         conn.auth_deadline = 0.0
-    if user_id is not None:
-        if conn.presence_user_id is None:
-            conn.presence_user_id = user_id
-        if engine.registry.add_member(conn, channel, user_id, user_info):
-            added = OutFrame(frames.member_added(channel, user_id, user_info))
-            engine.adapter.broadcast(app.id, channel, added, conn.socket_id)
-    _confirm(engine, conn, channel, kind.presence)
-    if kind.cache:
-        cached = engine.cache_get(app.id, channel)
-        engine.send(conn, cached[0] if cached else frames.cache_miss(channel))
-    if app.enable_subscription_count and not kind.presence:
-        engine.schedule_subscription_count(app.id, channel)
+    engine.send(conn, frames.subscription_succeeded(channel))
+    _after_join(engine, conn, channel, kind.cache)
+    return None
 
 
-def _confirm(engine: Engine, conn: Connection, channel: str, presence: bool) -> None:
-    if not presence:
-        engine.send(conn, frames.subscription_succeeded(channel))
+async def _join_presence(
+    engine: Engine, conn: Connection, channel: str, user_id: str, user_info: Any
+) -> None:
+    """Join a presence channel: the adapter decides membership for the whole cluster."""
+    app = conn.app
+    try:
+        joined = await engine.adapter.presence_join(
+            app.id, channel, conn.socket_id, user_id, user_info, app.effective_max_presence_members
+        )
+    except AdapterUnavailable:
+        _reject(engine, conn, channel, errors.broadcast_error("cluster unavailable, try again"), 503)
         return
-    members = engine.registry.members(conn.app.id, channel)
-    payload = {
+    if joined.full:
+        _reject(engine, conn, channel, errors.presence_full(), 403)
+        return
+    if conn.closed:  # the socket went away while the cluster answered: undo
+        await engine.adapter.presence_leave(app.id, channel, conn.socket_id, user_id)
+        return
+    engine.registry.join(conn, channel)
+    engine.registry.add_member(conn, channel, user_id, user_info)
+    conn.channels[channel] = user_id
+    conn.auth_deadline = 0.0
+    if conn.presence_user_id is None:
+        conn.presence_user_id = user_id
+    if joined.is_new:
+        added = OutFrame(frames.member_added(channel, user_id, user_info))
+        engine.adapter.broadcast(app.id, channel, added, conn.socket_id)
+        engine.member_joined(app.id, channel, user_id)
+    engine.send(conn, frames.subscription_succeeded(channel, _presence_payload(joined.members)))
+    _after_join(engine, conn, channel, kind_of(channel).cache)
+
+
+def _after_join(engine: Engine, conn: Connection, channel: str, cache: bool) -> None:
+    app_id = conn.app.id
+    if cache:
+        cached = engine.cache_get(app_id, channel)
+        if cached:
+            engine.send(conn, cached[0])
+        else:
+            engine.send(conn, frames.cache_miss(channel))
+            engine.events.emit(app_id, {"name": "cache_miss", "channel": channel, "data": "{}"})
+    engine.adapter.channel_changed(app_id, channel)
+
+
+async def _confirm_presence(engine: Engine, conn: Connection, channel: str) -> None:
+    try:
+        members = await engine.adapter.members(conn.app.id, channel)
+    except AdapterUnavailable:
+        members = {uid: m.info for uid, m in engine.registry.members(conn.app.id, channel).items()}
+    engine.send(conn, frames.subscription_succeeded(channel, _presence_payload(members)))
+
+
+def _presence_payload(members: dict[str, Any]) -> dict[str, Any]:
+    return {
         "ids": list(members),
-        "hash": {uid: ({} if m.info is None else m.info) for uid, m in members.items()},
+        "hash": {uid: ({} if info is None else info) for uid, info in members.items()},
         "count": len(members),
     }
-    engine.send(conn, frames.subscription_succeeded(channel, payload))
 
 
 def _reject(engine: Engine, conn: Connection, channel: str, error: ProtocolError, status: int) -> None:
@@ -142,12 +199,20 @@ def unsubscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
 
 def leave_channel(engine: Engine, conn: Connection, channel: str) -> None:
     user_id = conn.channels.pop(channel, None)
+    if kind_of(channel).server_to_user:
+        return  # never joined the registry (delivery goes through the user index)
     app_id = conn.app.id
-    remaining = engine.registry.leave(conn, channel)
-    if user_id is not None and engine.registry.remove_member(conn, channel, user_id) and remaining:
+    engine.registry.leave(conn, channel)
+    engine.adapter.channel_changed(app_id, channel)
+    if user_id is not None:
+        engine.registry.remove_member(conn, channel, user_id)
+        engine.spawn(_leave_presence(engine, app_id, channel, conn.socket_id, user_id))
+
+
+async def _leave_presence(engine: Engine, app_id: str, channel: str, socket_id: str, user_id: str) -> None:
+    if await engine.adapter.presence_leave(app_id, channel, socket_id, user_id) is not None:
         engine.adapter.broadcast(app_id, channel, OutFrame(frames.member_removed(channel, user_id)))
-    if conn.app.enable_subscription_count and user_id is None and remaining:
-        engine.schedule_subscription_count(app_id, channel)
+        engine.member_left_cluster(app_id, channel, user_id)
 
 
 # -- client events -----------------------------------------------------------------------------
@@ -185,7 +250,9 @@ def client_event(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
         raise errors.client_event_error("Client events are not enabled for this app")
     event = frame.event
     if len(event.encode()) > app.effective_max_event_name_length:
-        raise errors.invalid_event_name(f"Event name is longer than {app.effective_max_event_name_length} bytes")
+        raise errors.invalid_event_name(
+            f"Event name is longer than {app.effective_max_event_name_length} bytes"
+        )
     channel = frame.channel
     if channel is None:
         raise errors.invalid_format("client events require a channel")
@@ -260,7 +327,11 @@ def signin(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
         engine.registry.watch(conn, watchlist)
         online = [u for u in watchlist if engine.registry.user_connections(app.id, u)]
         offline = [u for u in watchlist if u not in online]
-        entries = [e for e in ({"name": "online", "user_ids": online}, {"name": "offline", "user_ids": offline}) if e["user_ids"]]
+        entries = [
+            e
+            for e in ({"name": "online", "user_ids": online}, {"name": "offline", "user_ids": offline})
+            if e["user_ids"]
+        ]
         if entries:
             engine.send(conn, frames.watchlist_events(entries))
         if first:

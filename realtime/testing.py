@@ -23,12 +23,19 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def signed_query(
-    method: str, path: str, key: str, secret: str, body: bytes = b"", params: dict[str, str] | None = None,
+    method: str,
+    path: str,
+    key: str,
+    secret: str,
+    body: bytes = b"",
+    params: dict[str, str] | None = None,
     timestamp: int | None = None,
 ) -> str:
     """The query string of a Pusher-signed API request (``auth_*`` plus ``params``)."""
     query = dict(params or {})
-    query.update({"auth_key": key, "auth_timestamp": str(timestamp or int(time.time())), "auth_version": "1.0"})
+    query.update(
+        {"auth_key": key, "auth_timestamp": str(timestamp or int(time.time())), "auth_version": "1.0"}
+    )
     if method.upper() == "POST":
         query["body_md5"] = md5_hex(body)
     query["auth_signature"] = sign_api_request(secret, method, path, query)
@@ -111,7 +118,10 @@ class PusherClient:
 
     async def signin(self, key: str, secret: str, user: dict) -> str:
         user_data = json.dumps(user)
-        await self.send("pusher:signin", {"auth": sign_user(key, secret, self.socket_id, user_data), "user_data": user_data})
+        await self.send(
+            "pusher:signin",
+            {"auth": sign_user(key, secret, self.socket_id, user_data), "user_data": user_data},
+        )
         return user_data
 
     async def close(self) -> None:
@@ -127,8 +137,14 @@ def free_port() -> int:
 class LiveServer:
     """A real server process (``manage.py serve``) on a free port, for tests and benchmarks."""
 
-    def __init__(self, env: dict[str, str] | None = None, app_id: str = "1001", key: str = "app-key",
-                 secret: str = "app-secret", database: bool = False) -> None:
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        app_id: str = "1001",
+        key: str = "app-key",
+        secret: str = "app-secret",
+        database: bool = False,
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.app_id, self.key, self.secret = app_id, key, secret
@@ -159,7 +175,12 @@ class LiveServer:
 
     def manage(self, *args: str) -> str:
         return subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True, capture_output=True, text=True
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
 
     def start(self) -> LiveServer:
@@ -169,7 +190,10 @@ class LiveServer:
         log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(self.port)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -1,22 +1,39 @@
-"""The adapter interface.
+"""The adapter interface: how one node's broadcasts and facts reach the rest of the cluster.
 
 Guarantees every driver gives:
-* ``broadcast`` delivers a frame to the channel's subscribers on every node, at most once per socket,
-  in the order one process published; it sends one message per broadcast per node, never one per
-  subscriber, and it never waits for a socket.
-* The ``*_count`` / ``members`` queries answer for the whole cluster (the local driver: this process).
+* ``broadcast`` / ``publish`` deliver a frame to the channel's subscribers on every node, at most once
+  per socket, in the order one process published; one message per broadcast per node, never one per
+  subscriber, and never a wait on a socket. ``publish`` (HTTP path) raises ``AdapterUnavailable`` when
+  the cluster cannot be reached, so the API answers 503 instead of a silent success.
+* ``presence_join`` / ``presence_leave`` decide membership atomically for the whole cluster: one
+  ``member_added`` for a user's first connection anywhere, one ``member_removed`` after its last.
+* The ``*_count`` / ``channels`` / ``members`` queries answer for the whole cluster.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..engine import Engine
     from ..outlets import OutFrame
 
 
+class AdapterUnavailable(Exception):
+    """The shared backend (e.g. Redis) cannot be reached right now."""
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceJoin:
+    is_new: bool  # the user's first connection in the channel, cluster-wide
+    full: bool  # refused: the channel has reached its member limit
+    members: dict[str, Any]  # user id -> user_info, after the join
+
+
 class Adapter:
+    healthy = True
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -26,16 +43,45 @@ class Adapter:
     async def stop(self) -> None:
         """Release shared infrastructure."""
 
+    async def check(self) -> bool:
+        """Readiness: can the cluster be reached?"""
+        return True
+
     # -- delivery ------------------------------------------------------------------------------
     def broadcast(
         self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None = None
     ) -> None:
         raise NotImplementedError
 
+    async def publish(
+        self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None = None
+    ) -> None:
+        self.broadcast(app_id, channel, frame, except_socket_id)
+
     def send_to_user(self, app_id: str, user_id: str, frame: OutFrame) -> None:
         raise NotImplementedError
 
+    async def publish_to_user(self, app_id: str, user_id: str, frame: OutFrame) -> None:
+        self.send_to_user(app_id, user_id, frame)
+
     def terminate_user(self, app_id: str, user_id: str, code: int, reason: str) -> None:
+        raise NotImplementedError
+
+    # -- this node's state changed (drivers that share state write it out) ----------------------
+    def channel_changed(self, app_id: str, channel: str) -> None:
+        """A channel's local subscriber count changed."""
+
+    def connections_changed(self, app_id: str) -> None:
+        """An app's local connection count changed."""
+
+    # -- presence ------------------------------------------------------------------------------
+    async def presence_join(
+        self, app_id: str, channel: str, socket_id: str, user_id: str, info: Any, max_members: int
+    ) -> PresenceJoin:
+        raise NotImplementedError
+
+    async def presence_leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> str | None:
+        """The user id when its last connection in the channel left, else None."""
         raise NotImplementedError
 
     # -- cluster-wide queries ------------------------------------------------------------------

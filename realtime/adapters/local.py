@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..outlets import OutFrame
-from .base import Adapter
+from .base import Adapter, PresenceJoin
 
 
 class LocalAdapter(Adapter):
@@ -17,6 +19,35 @@ class LocalAdapter(Adapter):
 
     def terminate_user(self, app_id: str, user_id: str, code: int, reason: str) -> None:
         self.engine.close_user(app_id, user_id, code, reason)
+
+    def __init__(self, engine) -> None:
+        super().__init__(engine)
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def channel_changed(self, app_id: str, channel: str) -> None:
+        subs = self.engine.registry.subscribers(app_id, channel)
+        after = len(subs) if subs else 0
+        before = self._counts.pop((app_id, channel), 0)
+        if after:
+            self._counts[(app_id, channel)] = after
+        self.engine.cluster_count_changed(app_id, channel, before, after)
+
+    async def presence_join(
+        self, app_id: str, channel: str, socket_id: str, user_id: str, info: Any, max_members: int
+    ) -> PresenceJoin:
+        # Decided on the registry as it is before the handler records this connection.
+        current = self.engine.registry.members(app_id, channel)
+        is_new = user_id not in current
+        if is_new and max_members and len(current) >= max_members:
+            return PresenceJoin(False, True, {})
+        members = {uid: m.info for uid, m in current.items()}
+        if is_new:
+            members[user_id] = info
+        return PresenceJoin(is_new, False, members)
+
+    async def presence_leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> str | None:
+        # The handler already removed this connection from the registry.
+        return None if user_id in self.engine.registry.members(app_id, channel) else user_id
 
     async def subscription_count(self, app_id: str, channel: str) -> int:
         subs = self.engine.registry.subscribers(app_id, channel)

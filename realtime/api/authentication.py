@@ -54,7 +54,7 @@ class PusherSignatureAuthentication(BaseAuthentication):
             timestamp = int(params.get("auth_timestamp", ""))
         except ValueError:
             raise errors.auth_failed("auth_timestamp must be an integer") from None
-        if abs(time.time() - timestamp) > server_settings()["HTTP_API_TIMESTAMP_SKEW"]:
+        if abs(int(time.time()) - timestamp) > server_settings()["HTTP_API_TIMESTAMP_SKEW"]:
             raise errors.auth_failed("Timestamp expired or too far in the future")
         body_md5 = params.get("body_md5")
         method = django_request.method.upper()
@@ -82,7 +82,9 @@ def _previous_secret_matches(app, method: str, path: str, params: dict[str, str]
 
     if expires < timezone.now():
         return False
-    return verify_hex(sign_api_request(app.previous_secret, method, path, params), params.get("auth_signature"))
+    return verify_hex(
+        sign_api_request(app.previous_secret, method, path, params), params.get("auth_signature")
+    )
 
 
 def _raw_path(request) -> str:

@@ -29,7 +29,9 @@ def limit_exceeded(message: str) -> APIError:
 
 
 def missing_channel_info() -> APIError:
-    return APIError(400, "missing_channel_info", "Request must contain 'channels' (list) or 'channel' (string)")
+    return APIError(
+        400, "missing_channel_info", "Request must contain 'channels' (list) or 'channel' (string)"
+    )
 
 
 def auth_failed(message: str) -> APIError:
@@ -48,6 +50,10 @@ def payload_too_large(message: str) -> APIError:
     return APIError(413, "payload_too_large", message)
 
 
+def service_unavailable(message: str) -> APIError:
+    return APIError(503, "service_unavailable", message, {"Retry-After": "1"})
+
+
 def body(status: int, code: str, message: str) -> dict:
     return {"error": message, "code": code, "status": status}
 
@@ -63,8 +69,14 @@ _DRF_CODES = {
 
 def exception_handler(exc: Exception, context: dict) -> Response:
     """Every API error, expected or not, becomes the JSON envelope; 5xx never leak details."""
+    from realtime.adapters.base import AdapterUnavailable
+
+    if isinstance(exc, AdapterUnavailable):
+        exc = service_unavailable("The cluster backend is unavailable; nothing was published")
     if isinstance(exc, APIError):
-        return Response(body(exc.status_code, exc.error_code, exc.message), status=exc.status_code, headers=exc.headers)
+        return Response(
+            body(exc.status_code, exc.error_code, exc.message), status=exc.status_code, headers=exc.headers
+        )
     for cls, (status, code) in _DRF_CODES.items():
         if isinstance(exc, cls):
             return Response(body(status, code, str(exc.detail)), status=status)

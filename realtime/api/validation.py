@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -17,11 +16,12 @@ INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count"})
 
 
 def parse_json(body: bytes, content_type: str) -> Any:
-    if content_type and "json" not in content_type.lower():
+    if "json" not in content_type.lower():  # a missing Content-Type is not JSON either (415)
         raise errors.APIError(415, "unsupported_media_type", "Content-Type must be application/json")
     try:
-        return json.loads(body or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+        # frames.loads: strict UTF-8, bounded nesting, no lone surrogates (all would fail later)
+        return frames.loads(body or b"null")
+    except ValueError as exc:  # includes UnicodeDecodeError
         raise errors.APIError(400, "invalid_json", f"Malformed JSON body: {exc}") from None
 
 

@@ -103,6 +103,10 @@ def presence_full() -> ProtocolError:
     return ProtocolError(OVER_CAPACITY, "Over capacity")
 
 
+def broadcast_error(detail: str) -> ProtocolError:
+    return ProtocolError(BROADCAST_ERROR, f"Broadcast error: {detail}")
+
+
 def watchlist_too_large(limit: int) -> ProtocolError:
     return ProtocolError(WATCHLIST_LIMIT, f"Watchlist exceeds the limit of {limit} users")
 

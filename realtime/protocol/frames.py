@@ -114,9 +114,7 @@ def data_object(data: Any) -> dict | None:
     return None
 
 
-def encode(
-    event: str, data: Any = None, channel: str | None = None, user_id: str | None = None
-) -> str:
+def encode(event: str, data: Any = None, channel: str | None = None, user_id: str | None = None) -> str:
     """Encode one outbound frame; ``data`` None means no data key (e.g. ``pusher:pong``)."""
     frame: dict[str, Any] = {"event": event}
     if channel is not None:
@@ -160,9 +158,7 @@ def member_removed(channel: str, user_id: str) -> str:
 
 
 def subscription_count(channel: str, count: int) -> str:
-    return encode(
-        "pusher_internal:subscription_count", _dumps({"subscription_count": count}), channel
-    )
+    return encode("pusher_internal:subscription_count", _dumps({"subscription_count": count}), channel)
 
 
 def cache_miss(channel: str) -> str:

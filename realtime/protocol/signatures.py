@@ -30,9 +30,7 @@ def user_string(socket_id: str, user_data: str) -> str:
     return f"{socket_id}::user::{user_data}"
 
 
-def sign_channel(
-    key: str, secret: str, socket_id: str, channel: str, channel_data: str | None = None
-) -> str:
+def sign_channel(key: str, secret: str, socket_id: str, channel: str, channel_data: str | None = None) -> str:
     """The ``auth`` value an app backend returns for a private/presence channel."""
     return f"{key}:{hmac_hex(secret, channel_string(socket_id, channel, channel_data))}"
 

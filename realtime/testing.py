@@ -143,17 +143,18 @@ class LiveServer:
         app_id: str = "1001",
         key: str = "app-key",
         secret: str = "app-secret",
-        database: bool = False,
+        database: bool = True,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.app_id, self.key, self.secret = app_id, key, secret
         self.tmp = tempfile.TemporaryDirectory(prefix="sockudo-test-")
+        self.pg_database: str | None = None
         self.env = {
             **os.environ,
             "PORT": str(self.port),
             "HOST": self.host,
-            "DATABASE_URL": f"sqlite:///{self.tmp.name}/db.sqlite3",
+            "DATABASE_URL": self._database_url(),
             "APP_MANAGER_DRIVER": "database" if database else "static",
             "SOCKUDO_DEFAULT_APP_ID": app_id,
             "SOCKUDO_DEFAULT_APP_KEY": key,
@@ -183,13 +184,34 @@ class LiveServer:
             text=True,
         ).stdout
 
+    def _database_url(self) -> str:
+        """SQLite in a temporary folder, or a fresh PostgreSQL database when ``TEST_DATABASE_URL``
+        names a PostgreSQL server (so the whole suite runs on either store)."""
+        base = os.environ.get("TEST_DATABASE_URL", "")
+        if not base.startswith(("postgres://", "postgresql://")):
+            return f"sqlite:///{self.tmp.name}/db.sqlite3"
+        import psycopg
+
+        self.pg_database = f"sockudo_t_{os.getpid()}_{self.port}"
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_database}"')
+            conn.execute(f'CREATE DATABASE "{self.pg_database}"')
+        return base.rsplit("/", 1)[0] + "/" + self.pg_database
+
+    def _drop_database(self) -> None:
+        if self.pg_database is None:
+            return
+        import psycopg
+
+        with psycopg.connect(os.environ["TEST_DATABASE_URL"], autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_database}" WITH (FORCE)')
+        self.pg_database = None
+
     def start(self) -> LiveServer:
-        if self.database:
-            self.manage("migrate", "--no-input", "-v", "0")
-            self.manage("ensure_default_app")
         log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
+        prepare = ["--prepare"] if self.database else []
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
+            [sys.executable, "manage.py", "serve", "--port", str(self.port), *prepare],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -221,6 +243,7 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        self._drop_database()
         self.tmp.cleanup()
 
     def __enter__(self) -> LiveServer:

@@ -384,7 +384,7 @@ POLICY_APP = {
 
 
 def test_static_driver_serves_flat_and_policy_apps() -> None:
-    with LiveServer(env={"SOCKUDO_APPS": json.dumps([FLAT_APP, POLICY_APP])}) as live:
+    with LiveServer(database=False, env={"SOCKUDO_APPS": json.dumps([FLAT_APP, POLICY_APP])}) as live:
         for app in (FLAT_APP, POLICY_APP):
             roundtrip(live, app["id"], app["key"], app["secret"])
         roundtrip(live, "1001", "app-key", "app-secret")  # SOCKUDO_DEFAULT_APP_ID is set too

@@ -25,8 +25,18 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "6001")))
         parser.add_argument("--backlog", type=int, default=int(os.environ.get("LISTEN_BACKLOG", "4096")))
+        parser.add_argument(
+            "--prepare",
+            action="store_true",
+            help="Apply migrations and ensure the default app before serving (one command for containers).",
+        )
 
-    def handle(self, *args, host: str, port: int, backlog: int, **options) -> None:
+    def handle(self, *args, host: str, port: int, backlog: int, prepare: bool = False, **options) -> None:
+        if prepare:
+            from django.core.management import call_command
+
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("ensure_default_app")
         from realtime import daphne_tuning
         from sockudo_project.asgi import application
 

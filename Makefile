@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 6001
 export HOST PORT
 
-.PHONY: run test install lint format migrate bench clean
+.PHONY: run test test-postgres install lint format migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ run: migrate
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The same suite with every test server's apps in PostgreSQL (a fresh database per server).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+test-postgres: install
+	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

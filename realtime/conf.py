@@ -84,6 +84,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WATCHLIST_MAX_SIZE", 100, int, "Users one signed-in socket may watch."),
     Setting("HTTP_API_REQUEST_LIMIT_IN_MB", 10, int, "Largest HTTP API request body (413 above)."),
     Setting("HTTP_API_TIMESTAMP_SKEW", 600, int, "Allowed auth_timestamp skew in seconds."),
+    Setting("REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis for the redis adapter (and shared counters)."),
+    Setting("REDIS_PREFIX", "sockudo_adapter:", str, "Key and channel prefix, so several deployments can share one Redis."),
+    Setting("INSTANCE_PROCESS_ID", "", str, "This node's id in the cluster (empty = random per process)."),
+    Setting("CLUSTER_HEALTH_HEARTBEAT_INTERVAL_MS", 5000, int, "How often a node announces it is alive."),
+    Setting(
+        "CLUSTER_HEALTH_NODE_TIMEOUT_MS",
+        15000,
+        int,
+        "Silence after which a node is dead and its sockets and members are removed.",
+    ),
+    Setting("CLUSTER_HEALTH_CLEANUP_INTERVAL_MS", 5000, int, "How often the lowest live node looks for dead nodes."),
     Setting("ADAPTER_DRIVER", "local", str, "Fan-out adapter: local (one process) or redis (a cluster of nodes)."),
     Setting(
         "APP_MANAGER_DRIVER",

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..conf import server_settings
 from ..outlets import OutFrame
 from ..protocol import frames
 from .base import Adapter, AdapterUnavailable, PresenceJoin
@@ -96,12 +96,13 @@ return {before, total}
 class RedisAdapter(Adapter):
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
-        self.url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        self.prefix = os.environ.get("REDIS_PREFIX", "sockudo_adapter:")
-        self.node_id = os.environ.get("INSTANCE_PROCESS_ID") or uuid.uuid4().hex[:16]
-        self.heartbeat_interval = float(os.environ.get("CLUSTER_HEALTH_HEARTBEAT_INTERVAL_MS", "2000")) / 1000
-        self.node_timeout = float(os.environ.get("CLUSTER_HEALTH_NODE_TIMEOUT_MS", "10000")) / 1000
-        self.cleanup_interval = float(os.environ.get("CLUSTER_HEALTH_CLEANUP_INTERVAL_MS", "2000")) / 1000
+        s = server_settings()
+        self.url = s["REDIS_URL"]
+        self.prefix = s["REDIS_PREFIX"]
+        self.node_id = s["INSTANCE_PROCESS_ID"] or uuid.uuid4().hex[:16]
+        self.heartbeat_interval = s["CLUSTER_HEALTH_HEARTBEAT_INTERVAL_MS"] / 1000
+        self.node_timeout = s["CLUSTER_HEALTH_NODE_TIMEOUT_MS"] / 1000
+        self.cleanup_interval = s["CLUSTER_HEALTH_CLEANUP_INTERVAL_MS"] / 1000
         self.redis = aioredis.from_url(self.url, decode_responses=True, health_check_interval=10)
         self.topic = f"{self.prefix}#broadcast"
         self._join = self.redis.register_script(_JOIN)

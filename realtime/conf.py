@@ -84,8 +84,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("WATCHLIST_MAX_SIZE", 100, int, "Users one signed-in socket may watch."),
     Setting("HTTP_API_REQUEST_LIMIT_IN_MB", 10, int, "Largest HTTP API request body (413 above)."),
     Setting("HTTP_API_TIMESTAMP_SKEW", 600, int, "Allowed auth_timestamp skew in seconds."),
-    Setting("REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis for the redis adapter (and shared counters)."),
-    Setting("REDIS_PREFIX", "sockudo_adapter:", str, "Key and channel prefix, so several deployments can share one Redis."),
+    Setting(
+        "REDIS_URL", "redis://127.0.0.1:6379/0", str, "Redis for the redis adapter (and shared counters)."
+    ),
+    Setting(
+        "REDIS_PREFIX",
+        "sockudo_adapter:",
+        str,
+        "Key and channel prefix, so several deployments can share one Redis.",
+    ),
     Setting("INSTANCE_PROCESS_ID", "", str, "This node's id in the cluster (empty = random per process)."),
     Setting("CLUSTER_HEALTH_HEARTBEAT_INTERVAL_MS", 5000, int, "How often a node announces it is alive."),
     Setting(
@@ -94,8 +101,15 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "Silence after which a node is dead and its sockets and members are removed.",
     ),
-    Setting("CLUSTER_HEALTH_CLEANUP_INTERVAL_MS", 5000, int, "How often the lowest live node looks for dead nodes."),
-    Setting("ADAPTER_DRIVER", "local", str, "Fan-out adapter: local (one process) or redis (a cluster of nodes)."),
+    Setting(
+        "CLUSTER_HEALTH_CLEANUP_INTERVAL_MS",
+        5000,
+        int,
+        "How often the lowest live node looks for dead nodes.",
+    ),
+    Setting(
+        "ADAPTER_DRIVER", "local", str, "Fan-out adapter: local (one process) or redis (a cluster of nodes)."
+    ),
     Setting(
         "APP_MANAGER_DRIVER",
         "database",
@@ -116,6 +130,24 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "SUBSCRIPTION_COUNT_INTERVAL", 1, int, "Seconds over which subscription_count events are coalesced."
+    ),
+    Setting("RATE_LIMITER_ENABLED", True, bool, "Per-IP limits on the HTTP API and on WebSocket upgrades."),
+    Setting(
+        "RATE_LIMITER_DRIVER",
+        "",
+        str,
+        "Counter store: memory, redis or a dotted path (empty = redis with the redis adapter, else memory).",
+    ),
+    Setting("RATE_LIMITER_PREFIX", "sockudo_rl:", str, "Key prefix of the redis rate-limit counters."),
+    Setting("RATE_LIMITER_API_MAX_REQUESTS", 100, int, "HTTP API requests per client IP per window."),
+    Setting("RATE_LIMITER_API_WINDOW_SECONDS", 60, int, "Window of the HTTP API limit (seconds)."),
+    Setting("RATE_LIMITER_WS_MAX_REQUESTS", 20, int, "WebSocket upgrades per client IP per window."),
+    Setting("RATE_LIMITER_WS_WINDOW_SECONDS", 60, int, "Window of the WebSocket upgrade limit (seconds)."),
+    Setting(
+        "RATE_LIMITER_TRUST_HOPS",
+        0,
+        int,
+        "Trusted proxies in front of the server; the client IP is that many entries from the right of X-Forwarded-For.",
     ),
 )
 

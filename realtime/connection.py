@@ -40,6 +40,7 @@ class Connection:
         "msg_window",
         "msg_count",
         "closed",
+        "echo",
         "__weakref__",
     )
 
@@ -62,6 +63,7 @@ class Connection:
         self.msg_window = 0.0
         self.msg_count = 0
         self.closed = False
+        self.echo = True  # V2: receive own client events (echo_messages)
 
     @property
     def effective_user_id(self) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -78,8 +79,9 @@ class Engine:
     async def connect(self, scope: dict[str, Any], send: Callable, app: App | None) -> Connection | None:
         """Admit an accepted socket: send ``connection_established`` or an error and a close."""
         outlet = make_outlet(send, self.outlet_limits)
+        protocol, echo = 7, True
         try:
-            protocol = self._protocol_version(scope)
+            protocol, echo = self._negotiate(scope)
             if app is None:
                 raise errors.app_not_found()
             if not app.enabled:
@@ -91,10 +93,12 @@ class Engine:
             if app.max_connections and await self.adapter.connection_count(app.id) >= app.max_connections:
                 raise errors.app_over_quota()
         except ProtocolError as error:
-            outlet.send(OutFrame(frames.error_frame(error)))
+            text = frames.error_frame(error)
+            outlet.send(OutFrame(frames.to_v2(text) if protocol == 2 else text))
             outlet.close(error.code, error.message)
             return None
         conn = Connection(app, outlet, protocol)
+        conn.echo = echo
         self.registry.add_connection(conn)
         self.adapter.connections_changed(app.id)
         if app.enable_user_authentication and app.enforce_user_authentication:
@@ -103,22 +107,26 @@ class Engine:
         return conn
 
     @staticmethod
-    def _protocol_version(scope: dict[str, Any]) -> int:
+    def _negotiate(scope: dict[str, Any]) -> tuple[int, bool]:
+        """(protocol, echo) from the upgrade's query string: 2 is V2, 5-7 or none is V1."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         values = query.get("protocol")
         if not values:
-            return 7
+            return 7, True
         raw = values[-1]
         try:
             version = int(raw)
         except ValueError:
             raise errors.invalid_version(raw[:20]) from None
         if version == 2:
-            # Protocol V2 is not served yet: refuse clearly rather than speak V1 to a V2 client.
-            raise errors.unsupported_protocol(version)
+            fmt = (query.get("format") or ["json"])[-1].strip().lower()
+            if fmt not in ("json", ""):
+                raise errors.unsupported_format(fmt[:20])
+            echo = (query.get("echo_messages") or ["true"])[-1].strip().lower() != "false"
+            return 2, echo
         if version not in SUPPORTED_V1:
             raise errors.unsupported_protocol(version)
-        return version
+        return version, True
 
     def disconnect(self, conn: Connection) -> None:
         """The socket is gone (client closed, network dropped, or we closed it)."""
@@ -129,7 +137,7 @@ class Engine:
         if conn.closed:
             return
         if error is not None:
-            conn.outlet.send(OutFrame(frames.error_frame(error)))
+            self.send(conn, frames.error_frame(error))
         conn.outlet.close(code, reason)
         self._cleanup(conn)
 
@@ -196,9 +204,20 @@ class Engine:
 
     # -- outbound ------------------------------------------------------------------------------
     def send(self, conn: Connection, text: str) -> None:
-        self.send_frame(conn, OutFrame(text))
+        """Send a frame built for this one connection (V2 gets its spelling and a message_id)."""
+        if conn.protocol == 2:
+            text = frames.with_message_id(frames.to_v2(text), str(uuid.uuid4()))
+        if not conn.outlet.send(OutFrame(text)) and not conn.closed:
+            self._slow(conn)
 
     def send_frame(self, conn: Connection, frame: OutFrame) -> None:
+        """Send a shared frame in the connection's protocol (skipped if it has no such variant)."""
+        if conn.protocol == 2:
+            frame = frame.v2
+            if frame is None:
+                return
+        elif frame.text is None:
+            return
         if not conn.outlet.send(frame) and not conn.closed:
             self._slow(conn)
 
@@ -216,10 +235,20 @@ class Engine:
             return 0
         slow = None
         sent = 0
+        v1 = frame if frame.text is not None else None
+        v2 = None
         for conn in subs:
             if except_socket_id is not None and conn.socket_id == except_socket_id:
                 continue
-            if conn.outlet.send(frame):
+            if conn.protocol == 2:
+                if v2 is None:
+                    v2 = frame.v2 or _SKIP
+                out = v2
+            else:
+                out = v1
+            if out is None or out is _SKIP:
+                continue
+            if conn.outlet.send(out):
                 sent += 1
             elif slow is None:
                 slow = [conn]
@@ -312,19 +341,28 @@ class Engine:
         to_close: list[tuple[Connection, int, str]] = []
         for state in list(self.registry.apps.values()):
             for conn in state.connections.values():
+                if conn.ping_sent_at and conn.outlet.last_pong >= conn.ping_sent_at:
+                    conn.ping_sent_at = 0.0  # a native pong (V2) answered
+                    conn.last_seen = conn.outlet.last_pong
                 if conn.ping_sent_at:
                     if now - conn.ping_sent_at > self.pong_timeout:
                         to_close.append((conn, errors.PONG_NOT_RECEIVED, errors.PONG_TIMEOUT_REASON))
                         continue
                 elif now - conn.last_seen > idle_after:
                     conn.ping_sent_at = now
-                    if not conn.outlet.send(ping):
+                    # V1 gets Pusher's app-level ping; V2 a native WebSocket ping where possible.
+                    if conn.protocol == 2 and conn.outlet.native_ping():
+                        continue
+                    if not conn.outlet.send(ping if conn.protocol != 2 else ping.v2):
                         to_close.append((conn, errors.OVER_CAPACITY, errors.SLOW_CONSUMER_REASON))
                         continue
                 if conn.auth_deadline and now > conn.auth_deadline:
                     to_close.append((conn, errors.UNAUTHORIZED, errors.AUTH_TIMEOUT_REASON))
         for conn, code, reason in to_close:
             self.close(conn, code, reason)
+
+
+_SKIP = OutFrame(None)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

@@ -16,17 +16,44 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+from .protocol.frames import to_v2
+
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class OutFrame:
-    """One encoded outbound frame, shared by every recipient; WebSocket bytes built on first use."""
+    """One encoded outbound frame, shared by every recipient; WebSocket bytes built on first use.
 
-    __slots__ = ("text", "_wire")
+    A frame has one text per protocol: ``text`` for V1 (None = not delivered to V1) and ``v2`` for
+    V2, given explicitly (messages with V2 metadata) or derived once from the V1 text (the
+    ``sockudo:`` spelling of system events). ``v2_only`` frames never reach V1 connections.
+    """
 
-    def __init__(self, text: str) -> None:
+    __slots__ = ("text", "_wire", "_v2", "_v2_given")
+
+    def __init__(self, text: str | None, v2: str | None = None, *, v2_skip: bool = False) -> None:
         self.text = text
         self._wire: bytes | None = None
+        self._v2: OutFrame | None = None
+        self._v2_given = v2 is not None or v2_skip
+        if v2 is not None:
+            self._v2 = OutFrame(v2) if v2 != text else self
+
+    @classmethod
+    def v2_only(cls, text: str) -> OutFrame:
+        frame = cls(None)
+        frame._v2 = cls(text)
+        frame._v2_given = True
+        return frame
+
+    @property
+    def v2(self) -> OutFrame | None:
+        """The frame for V2 connections (None: not delivered to V2)."""
+        if not self._v2_given:
+            self._v2_given = True
+            text = to_v2(self.text) if self.text is not None else None
+            self._v2 = self if text == self.text else OutFrame(text)
+        return self._v2
 
     @property
     def wire(self) -> bytes:
@@ -58,6 +85,15 @@ class Outlet:
     @property
     def open(self) -> bool:
         raise NotImplementedError
+
+    @property
+    def last_pong(self) -> float:
+        """Monotonic time of the last native WebSocket pong (0 when not observable)."""
+        return 0.0
+
+    def native_ping(self) -> bool:
+        """Send a WebSocket ping frame; False when this server cannot."""
+        return False
 
 
 class DaphneOutlet(Outlet):
@@ -99,6 +135,16 @@ class DaphneOutlet(Outlet):
         if sent < len(wire):
             transport.write(wire[sent:])
             return len(wire) - sent <= self.limit
+        return True
+
+    @property
+    def last_pong(self) -> float:
+        return getattr(self.protocol, "pong_at", 0.0)
+
+    def native_ping(self) -> bool:
+        if self.protocol.state != 3:
+            return False
+        self.protocol.sendPing()
         return True
 
     def close(self, code: int, reason: str) -> None:

@@ -47,6 +47,8 @@ TERMINATE = extra_app(
 )
 ENFORCE = extra_app("2006", enforce_user_authentication=True)
 WATCHLIST = extra_app("2007", enable_watchlist_events=True)
+DISABLED_WITH_ORIGINS = extra_app("2008", enabled=False, allowed_origins=["https://good.example"])
+ORIGINS_WITH_QUOTA = extra_app("2009", allowed_origins=["https://good.example"], max_connections=1)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,8 @@ def srv() -> Iterator[LiveServer]:
         "USER_AUTHENTICATION_TIMEOUT": "1",
         "WATCHLIST_MAX_SIZE": "2",
     }
-    with serving(env, [DISABLED, QUOTA, ORIGINS, NO_CLIENT_EVENTS, TERMINATE, ENFORCE, WATCHLIST]) as live:
+    apps = [DISABLED, QUOTA, ORIGINS, NO_CLIENT_EVENTS, TERMINATE, ENFORCE, WATCHLIST]
+    with serving(env, [*apps, DISABLED_WITH_ORIGINS, ORIGINS_WITH_QUOTA]) as live:
         yield live
 
 
@@ -141,6 +144,29 @@ def test_4100_server_over_capacity(capacity_srv):
     run(body())
 
 
+def test_connection_checks_run_in_the_specified_order(srv):
+    """protocol-v1 §1.1: app exists, enabled, origin, server capacity, app quota; first failure wins."""
+
+    async def body():
+        # Disabled beats a disallowed origin.
+        await handshake_error(srv, 4003, key=DISABLED_WITH_ORIGINS["key"], origin="https://evil.example")
+        # A disallowed origin beats the app's quota.
+        app = creds_of(ORIGINS_WITH_QUOTA)
+        ws = await raw_connect(srv, key=app.key, origin="https://good.example")
+        try:
+            assert (
+                json.loads(await asyncio.wait_for(ws.recv(), WAIT))["event"]
+                == "pusher:connection_established"
+            )
+            await handshake_error(srv, 4009, "Origin not allowed", key=app.key, origin="https://evil.example")
+            await handshake_error(srv, 4004, key=app.key, origin="https://good.example")
+        finally:
+            await ws.close()
+        await assert_serves(srv)
+
+    run(body())
+
+
 @pytest.mark.parametrize("value", ["abc", "7.0", "", "seven", "0x7"])
 def test_4006_non_integer_protocol(srv, value):
     async def body():
@@ -150,9 +176,8 @@ def test_4006_non_integer_protocol(srv, value):
     run(body())
 
 
-@pytest.mark.parametrize("value", ["9", "8", "4", "1", "0", "-1", "2"])
+@pytest.mark.parametrize("value", ["9", "8", "4", "1", "0", "-1"])
 def test_4007_unsupported_protocol(srv, value):
-    # protocol=2 is Protocol V2, which this server does not serve yet: refused like any other version.
     async def body():
         await handshake_error(srv, 4007, query=f"protocol={value}&client=test")
         await assert_serves(srv)

@@ -69,6 +69,12 @@ def unsupported_protocol(value: int) -> ProtocolError:
     return ProtocolError(UNSUPPORTED_PROTOCOL, f"Unsupported protocol version {value}", fatal=True)
 
 
+def unsupported_format(value: str) -> ProtocolError:
+    return ProtocolError(
+        UNSUPPORTED_PROTOCOL, f"Unsupported wire format '{value}' (json is served)", fatal=True
+    )
+
+
 def invalid_format(detail: str) -> ProtocolError:
     return ProtocolError(SSL_ONLY, f"Invalid message format: {detail}")
 

@@ -175,3 +175,60 @@ def watchlist_events(entries: list[dict]) -> str:
 
 PONG = encode("pusher:pong")
 PING = encode("pusher:ping")
+
+
+# -- Protocol V2 -------------------------------------------------------------------------------
+# V2 renames pusher:/pusher_internal: to sockudo:/sockudo_internal:. Every frame this module builds
+# starts with '{"event":"', so the rename is a prefix swap, done once per frame (never per subscriber).
+_V1_SYSTEM = '{"event":"pusher:'
+_V1_INTERNAL = '{"event":"pusher_internal:'
+
+
+def to_v2(text: str) -> str:
+    """The V2 spelling of a frame built for V1 (application events are unchanged)."""
+    if text.startswith(_V1_SYSTEM):
+        return '{"event":"sockudo:' + text[len(_V1_SYSTEM) :]
+    if text.startswith(_V1_INTERNAL):
+        return '{"event":"sockudo_internal:' + text[len(_V1_INTERNAL) :]
+    return text
+
+
+def with_message_id(text: str, message_id: str) -> str:
+    """Append ``message_id`` as the last key (frames sent to one V2 connection carry one)."""
+    return f'{text[:-1]},"message_id":"{message_id}"}}'
+
+
+def encode_v2(
+    event: str,
+    channel: str | None,
+    data: Any,
+    *,
+    name: str | None = None,
+    user_id: str | None = None,
+    tags: dict | None = None,
+    message_id: str | None = None,
+    stream_id: str | None = None,
+    serial: int | None = None,
+    extras: dict | None = None,
+) -> str:
+    """A V2 message frame with the envelope's fixed key order (delta bases depend on it)."""
+    frame: dict[str, Any] = {"event": event}
+    if channel is not None:
+        frame["channel"] = channel
+    if data is not None:
+        frame["data"] = data
+    if name is not None:
+        frame["name"] = name
+    if user_id is not None:
+        frame["user_id"] = user_id
+    if tags:
+        frame["tags"] = tags
+    if message_id is not None:
+        frame["message_id"] = message_id
+    if stream_id is not None:
+        frame["stream_id"] = stream_id
+    if serial is not None:
+        frame["serial"] = serial
+    if extras:
+        frame["extras"] = extras
+    return _dumps(frame)

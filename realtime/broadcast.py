@@ -27,6 +27,19 @@ class Publication:
     channels: list[str]
     socket_id: str | None = None
     info: frozenset[str] = field(default_factory=frozenset)
+    # Protocol V2 metadata (never delivered to V1 subscribers).
+    tags: dict[str, str] | None = None
+    extras: dict[str, Any] | None = None
+    message_id: str | None = None
+    idempotency_key: str | None = None
+    ephemeral: bool = False
+
+    @property
+    def shown_extras(self) -> dict[str, Any] | None:
+        if not self.extras:
+            return None
+        shown = {k: v for k, v in self.extras.items() if k not in ("idempotencyKey", "idempotency_key")}
+        return shown or None
 
 
 async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[str, Any]]:
@@ -34,7 +47,14 @@ async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[
     adapter = engine.adapter
     for channel in pub.channels:
         text = frames.encode(pub.name, pub.data, channel)
-        frame = OutFrame(text)
+        extras = pub.shown_extras
+        if pub.tags or extras or pub.message_id:
+            v2 = frames.encode_v2(
+                pub.name, channel, pub.data, tags=pub.tags, message_id=pub.message_id, extras=extras
+            )
+            frame = OutFrame(text, v2)
+        else:
+            frame = OutFrame(text)
         kind = kind_of(channel)
         if kind.server_to_user:
             await adapter.publish_to_user(app.id, channel[len(SERVER_TO_USER_PREFIX) :], frame)

@@ -41,6 +41,7 @@ class Connection:
         "msg_count",
         "closed",
         "echo",
+        "presence_rate",
         "__weakref__",
     )
 
@@ -64,6 +65,7 @@ class Connection:
         self.msg_count = 0
         self.closed = False
         self.echo = True  # V2: receive own client events (echo_messages)
+        self.presence_rate: dict[str, tuple[float, int]] | None = None  # V2 presence_update limit
 
     @property
     def effective_user_id(self) -> str | None:

@@ -64,6 +64,7 @@ class Engine:
             "ping": handlers.ping,
             "pong": handlers.pong,
             "signin": handlers.signin,
+            "presence_update": handlers.presence_update,
         }
 
     async def start(self) -> None:

@@ -272,7 +272,9 @@ def client_event(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
         raise errors.client_event_error(f"Socket {conn.socket_id} is not subscribed to channel {channel}")
     user_id = conn.channels[channel] if kind.presence else None
     out = OutFrame(frames.encode(event, data, channel, user_id))
-    engine.adapter.broadcast(app.id, channel, out, conn.socket_id)
+    # V1 senders never get their own event; V2 senders do unless they connected with echo off.
+    except_id = None if conn.protocol == 2 and conn.echo else conn.socket_id
+    engine.adapter.broadcast(app.id, channel, out, except_id)
 
 
 # -- ping / pong -------------------------------------------------------------------------------
@@ -356,3 +358,57 @@ def _notify_watchers(engine: Engine, app_id: str, user_id: str, name: str) -> No
         out = OutFrame(frames.watchlist_events([{"name": name, "user_ids": [user_id]}]))
         for watcher in watchers:
             engine.send_frame(watcher, out)
+
+
+# -- Protocol V2 presence updates --------------------------------------------------------------
+PRESENCE_UPDATE_MAX_BYTES = 1024
+PRESENCE_UPDATES_PER_SECOND = 10
+
+
+def presence_update(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitable[None] | None:
+    """Replace this member's user_info and tell every V2 subscriber (the sender included)."""
+    if conn.protocol != 2:
+        raise errors.invalid_format("presence_update is only supported on protocol V2")
+    data = frames.data_object(frame.data)
+    channel = data.get("channel") if data else None
+    if not isinstance(channel, str) or not kind_of(channel).presence:
+        raise errors.invalid_format("presence_update needs a presence channel")
+    user_id = conn.channels.get(channel)
+    if user_id is None:
+        raise errors.invalid_format(f"Not a member of {channel}")
+    info = data.get("data")
+    if not isinstance(info, dict) or len(frames.dumps(info).encode()) > PRESENCE_UPDATE_MAX_BYTES:
+        raise errors.invalid_format(
+            f"presence data must be an object of at most {PRESENCE_UPDATE_MAX_BYTES} bytes"
+        )
+    now = time.monotonic()
+    window, count = conn.presence_rate.get(channel, (0.0, 0)) if conn.presence_rate else (0.0, 0)
+    if now - window >= 1.0:
+        window, count = now, 0
+    if count >= PRESENCE_UPDATES_PER_SECOND:
+        raise errors.client_event_error("Presence update rate limit exceeded")
+    if conn.presence_rate is None:
+        conn.presence_rate = {}
+    conn.presence_rate[channel] = (window, count + 1)
+    member = engine.registry.members(conn.app.id, channel).get(user_id)
+    if member is not None:
+        member.info = info
+    return _publish_presence_update(engine, conn.app.id, channel, user_id, info)
+
+
+async def _publish_presence_update(
+    engine: Engine, app_id: str, channel: str, user_id: str, info: Any
+) -> None:
+    try:
+        await engine.adapter.presence_update(app_id, channel, user_id, info)
+    except AdapterUnavailable:
+        raise errors.broadcast_error("cluster unavailable, try again") from None
+    payload = frames.dumps({"user_id": user_id, "user_info": info})
+    engine.adapter.broadcast(
+        app_id,
+        channel,
+        OutFrame.v2_only(frames.to_v2(frames.encode("pusher_internal:presence_update", payload, channel))),
+    )
+    engine.events.emit(
+        app_id, {"name": "member_updated", "channel": channel, "user_id": user_id, "user_info": info}
+    )

@@ -29,22 +29,20 @@ class OutFrame:
     ``sockudo:`` spelling of system events). ``v2_only`` frames never reach V1 connections.
     """
 
-    __slots__ = ("text", "_wire", "_v2", "_v2_given")
+    __slots__ = ("text", "_wire", "_v2", "_v2_given", "v2_text")
 
-    def __init__(self, text: str | None, v2: str | None = None, *, v2_skip: bool = False) -> None:
+    def __init__(self, text: str | None, v2: str | None = None) -> None:
         self.text = text
         self._wire: bytes | None = None
         self._v2: OutFrame | None = None
-        self._v2_given = v2 is not None or v2_skip
+        self._v2_given = v2 is not None
+        self.v2_text = v2  # the explicit V2 text (shipped to other nodes as is), if any
         if v2 is not None:
             self._v2 = OutFrame(v2) if v2 != text else self
 
     @classmethod
     def v2_only(cls, text: str) -> OutFrame:
-        frame = cls(None)
-        frame._v2 = cls(text)
-        frame._v2_given = True
-        return frame
+        return cls(None, text)
 
     @property
     def v2(self) -> OutFrame | None:

@@ -84,6 +84,9 @@ class Adapter:
         """The user id when its last connection in the channel left, else None."""
         raise NotImplementedError
 
+    async def presence_update(self, app_id: str, channel: str, user_id: str, info: Any) -> None:
+        """Replace a member's user_info cluster-wide (V2 presence_update)."""
+
     # -- cluster-wide queries ------------------------------------------------------------------
     async def subscription_count(self, app_id: str, channel: str) -> int:
         raise NotImplementedError

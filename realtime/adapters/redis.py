@@ -175,7 +175,8 @@ class RedisAdapter(Adapter):
                 return
             kind = msg["t"]
             if kind == "b":
-                self.engine.deliver_local(msg["a"], msg["c"], OutFrame(msg["f"]), msg.get("x"))
+                frame = OutFrame(msg["f"], msg.get("g"))
+                self.engine.deliver_local(msg["a"], msg["c"], frame, msg.get("x"))
             elif kind == "u":
                 self.engine.deliver_to_user(msg["a"], msg["u"], OutFrame(msg["f"]))
             elif kind == "k":
@@ -188,13 +189,13 @@ class RedisAdapter(Adapter):
         self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None = None
     ) -> None:
         self.engine.deliver_local(app_id, channel, frame, except_socket_id)
-        self._send_soon(self._envelope("b", a=app_id, c=channel, f=frame.text, x=except_socket_id))
+        self._send_soon(self._broadcast_envelope(app_id, channel, frame, except_socket_id))
 
     async def publish(
         self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None = None
     ) -> None:
         self.engine.deliver_local(app_id, channel, frame, except_socket_id)
-        await self._publish_now(self._envelope("b", a=app_id, c=channel, f=frame.text, x=except_socket_id))
+        await self._publish_now(self._broadcast_envelope(app_id, channel, frame, except_socket_id))
 
     def send_to_user(self, app_id: str, user_id: str, frame: OutFrame) -> None:
         self.engine.deliver_to_user(app_id, user_id, frame)
@@ -207,6 +208,12 @@ class RedisAdapter(Adapter):
     def terminate_user(self, app_id: str, user_id: str, code: int, reason: str) -> None:
         self.engine.close_user(app_id, user_id, code, reason)
         self._send_soon(self._envelope("k", a=app_id, u=user_id, code=code, reason=reason))
+
+    def _broadcast_envelope(
+        self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None
+    ) -> str:
+        """One cluster message per broadcast: the frame as encoded for each protocol."""
+        return self._envelope("b", a=app_id, c=channel, f=frame.text, g=frame.v2_text, x=except_socket_id)
 
     def _envelope(self, kind: str, **fields: Any) -> str:
         return frames.dumps({"n": self.node_id, "t": kind, **fields})
@@ -327,6 +334,14 @@ class RedisAdapter(Adapter):
             log.warning("presence leave of %s in %s not recorded in Redis", socket_id, channel)
             return None
         return user_id if int(left) == 1 else None
+
+    async def presence_update(self, app_id: str, channel: str, user_id: str, info: Any) -> None:
+        key = self._k("pinfo", app_id, channel)
+        try:
+            if await self.redis.hexists(key, user_id):
+                await self.redis.hset(key, user_id, frames.dumps(info))
+        except (RedisError, OSError) as exc:
+            raise AdapterUnavailable(str(exc)) from exc
 
     # -- cluster-wide queries ------------------------------------------------------------------
     async def subscription_count(self, app_id: str, channel: str) -> int:

@@ -52,7 +52,72 @@ def publication(app, item: Any) -> Publication:
     socket_id = item.get("socket_id")
     if socket_id is not None and (not isinstance(socket_id, str) or not SOCKET_ID.match(socket_id)):
         raise errors.invalid_input("socket_id must look like 123.456")
-    return Publication(name, data, channels, socket_id, parse_info(item.get("info")))
+    extras = _extras(item.get("extras"))
+    return Publication(
+        name,
+        data,
+        channels,
+        socket_id,
+        parse_info(item.get("info")),
+        tags=_tags(item.get("tags")),
+        extras=extras,
+        message_id=_message_id(item.get("message_id")),
+        idempotency_key=_idempotency_key(item, extras),
+        ephemeral=bool(extras and extras.get("ephemeral") is True),
+    )
+
+
+MAX_KEY_LENGTH = 128
+
+
+def _tags(raw: Any) -> dict[str, str] | None:
+    """Protocol V2 tags: a flat map of strings (the input of tag filters)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        raise errors.invalid_input("tags must be an object of string values")
+    return raw or None
+
+
+def _extras(raw: Any) -> dict[str, Any] | None:
+    """Protocol V2 extras; ``headers`` must be flat (strings, numbers, booleans)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise errors.invalid_input("extras must be an object")
+    headers = raw.get("headers")
+    if headers is not None:
+        if not isinstance(headers, dict) or not all(
+            isinstance(v, (str, int, float, bool)) and v is not None for v in headers.values()
+        ):
+            raise errors.invalid_input("extras.headers must be a flat object of strings, numbers or booleans")
+        if any(k.startswith("sockudo_") for k in headers):
+            raise errors.invalid_input("extras.headers keys starting with sockudo_ are reserved")
+    return raw
+
+
+def _message_id(raw: Any) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw or len(raw.encode()) > MAX_KEY_LENGTH:
+        raise errors.invalid_input(f"message_id must be a non-empty string of at most {MAX_KEY_LENGTH} bytes")
+    return raw
+
+
+def _idempotency_key(item: dict, extras: dict | None) -> str | None:
+    """The per-event key: body ``idempotency_key``, else ``extras.idempotencyKey``/``idempotency_key``."""
+    raw = item.get("idempotency_key")
+    if raw is None and extras:
+        raw = extras.get("idempotencyKey", extras.get("idempotency_key"))
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw or len(raw.encode()) > MAX_KEY_LENGTH:
+        raise errors.invalid_input(
+            f"idempotency key must be a non-empty string of at most {MAX_KEY_LENGTH} bytes"
+        )
+    return raw
 
 
 def _channels(app, item: dict) -> list[str]:

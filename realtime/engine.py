@@ -95,7 +95,8 @@ class Engine:
                 raise errors.app_over_quota()
         except ProtocolError as error:
             text = frames.error_frame(error)
-            outlet.send(OutFrame(frames.to_v2(text) if protocol == 2 else text))
+            v2 = protocol == 2 or _wants_v2(scope)
+            outlet.send(OutFrame(frames.to_v2(text) if v2 else text))
             outlet.close(error.code, error.message)
             return None
         conn = Connection(app, outlet, protocol)
@@ -364,6 +365,12 @@ class Engine:
 
 
 _SKIP = OutFrame(None)
+
+
+def _wants_v2(scope: dict[str, Any]) -> bool:
+    """Whether a refused upgrade asked for V2 (so its error frame uses the V2 spelling)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    return (query.get("protocol") or [""])[-1] == "2"
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

@@ -45,14 +45,33 @@ class Publication:
 async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[str, Any]]:
     """Deliver ``pub`` to every channel; return per-channel info when ``pub.info`` asks for it."""
     adapter = engine.adapter
+    receipts: dict[str, dict[str, Any]] = {}
     for channel in pub.channels:
         text = frames.encode(pub.name, pub.data, channel)
         extras = pub.shown_extras
-        if pub.tags or extras or pub.message_id:
+        identity = None if pub.ephemeral else await engine.identity(app, channel, pub.message_id)
+        if identity is not None:
+            message_id, stream_id, serial = identity
+            v2 = frames.encode_v2(
+                pub.name,
+                channel,
+                pub.data,
+                tags=pub.tags,
+                message_id=message_id,
+                stream_id=stream_id,
+                serial=serial,
+                extras=extras,
+            )
+            frame = OutFrame(text, v2, position=identity)
+            engine.remember(app, channel, frame)
+            receipts[channel] = {"acknowledgement_id": message_id}
+        elif pub.tags or extras or pub.message_id:
             v2 = frames.encode_v2(
                 pub.name, channel, pub.data, tags=pub.tags, message_id=pub.message_id, extras=extras
             )
             frame = OutFrame(text, v2)
+            if pub.message_id:
+                receipts[channel] = {"acknowledgement_id": pub.message_id}
         else:
             frame = OutFrame(text)
         kind = kind_of(channel)
@@ -62,11 +81,11 @@ async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[
         if kind.cache:
             engine.cache_put(app.id, channel, text)
         await adapter.publish(app.id, channel, frame, pub.socket_id)
-    if not pub.info:
+    if not pub.info and not pub.message_id:
         return {}
     result: dict[str, dict[str, Any]] = {}
     for channel in pub.channels:
-        result[channel] = await channel_info(engine, app, channel, pub.info)
+        result[channel] = {**receipts.get(channel, {}), **await channel_info(engine, app, channel, pub.info)}
     return result
 
 

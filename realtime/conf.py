@@ -131,6 +131,43 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "SUBSCRIPTION_COUNT_INTERVAL", 1, int, "Seconds over which subscription_count events are coalesced."
     ),
+    Setting(
+        "SOCKUDO_WORKERS",
+        1,
+        int,
+        "Worker processes of manage.py serve on one port (each a node; more than 1 needs ADAPTER_DRIVER=redis).",
+    ),
+    Setting(
+        "SHUTDOWN_GRACE_PERIOD",
+        10,
+        int,
+        "Seconds a SIGTERM/SIGINT drain may take (sockets closed with 4200, cluster cleanup) before exit.",
+    ),
+    Setting("HEALTH_CHECK_TIMEOUT_MS", 2000, int, "Budget of each /up dependency check (app store, adapter)."),
+    Setting("HTTP_API_USAGE_ENABLED", True, bool, "Serve /usage, /stats and /operator/stats (unauthenticated)."),
+    Setting("METRICS_ENABLED", True, bool, "Serve Prometheus metrics on /metrics."),
+    Setting("CONNECTION_RECOVERY_ENABLED", False, bool, "Protocol V2 recovery: message identity and sockudo:resume."),
+    Setting("CONNECTION_RECOVERY_BUFFER_TTL", 120, int, "Seconds a message stays in the hot replay buffer."),
+    Setting("CONNECTION_RECOVERY_MAX_BUFFER_SIZE", 100, int, "Messages per channel in the hot replay buffer (and per resume)."),
+    Setting("IDEMPOTENCY_ENABLED", True, bool, "Replay the first response to an HTTP publish retried with the same key."),
+    Setting("IDEMPOTENCY_TTL_SECONDS", 120, int, "How long a publish idempotency key is remembered."),
+    # Durable history (Protocol V2); app and namespace ``history`` overrides win (history/policy.py).
+    Setting("HISTORY_ENABLED", False, bool, "Keep durable channel history (V2 channel_history, rewind, cold recovery)."),
+    Setting("HISTORY_REWIND_ENABLED", True, bool, "Allow rewind on subscribe where history is on."),
+    Setting("HISTORY_RETENTION_WINDOW_SECONDS", 86400, int, "Age after which history rows are purged (0 = keep)."),
+    Setting("HISTORY_MAX_MESSAGES_PER_CHANNEL", 0, int, "Newest messages kept per channel (0 = no cap)."),
+    Setting("HISTORY_MAX_PAGE_SIZE", 100, int, "Default and largest history page (also caps rewind)."),
+    Setting("HISTORY_PURGE_INTERVAL_SECONDS", 300, int, "Seconds between retention passes."),
+    Setting("HISTORY_STORE_DRIVER", "orm", str, "History store: orm (the database), memory or a dotted path."),
+    Setting("HISTORY_WRITER_MAX_BATCH", 256, int, "Records per group-commit batch of history writes."),
+    Setting("HISTORY_WRITER_MAX_DELAY_MS", 5, int, "Longest a history write waits for its batch to fill."),
+    Setting("HISTORY_WRITER_QUEUE_CAPACITY", 4096, int, "History writes waiting for the database before publishes are refused."),
+    Setting(
+        "SEQUENCER_DRIVER",
+        "",
+        str,
+        "Serial sequencer: local, redis or a dotted path (empty = follow ADAPTER_DRIVER).",
+    ),
     Setting("RATE_LIMITER_ENABLED", True, bool, "Per-IP limits on the HTTP API and on WebSocket upgrades."),
     Setting(
         "RATE_LIMITER_DRIVER",

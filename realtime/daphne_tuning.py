@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
+from collections.abc import Awaitable
 from functools import partial
 from typing import Any
 
@@ -22,6 +24,9 @@ from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import protocol, reactor
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import http
+
+from . import shutdown
+from .ratelimit import upgrade as ratelimit_upgrade
 
 _original_pformat = autobahn_protocol.pformat
 
@@ -42,6 +47,11 @@ class _RequestPath:
 
 
 class LeanWebSocketProtocol(WebSocketProtocol):
+    pong_at = 0.0
+
+    def onPong(self, payload: bytes) -> None:  # noqa: N802 - autobahn's name
+        self.pong_at = time.monotonic()  # read by the engine's heartbeat sweep (V2 native pings)
+
     def onOpen(self) -> None:  # noqa: N802 - autobahn's name
         super().onOpen()
         # The handshake's request text, header dicts and response text are not read again;
@@ -119,12 +129,20 @@ class UpgradeSniffer(protocol.Protocol):
         self.addr = addr
         self.buffer = b""
         self.timer: Any = None
+        self.deciding: asyncio.Future | None = None  # the rate limiter's pending verdict
+        self.lost = False
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted's name
         self.timer = reactor.callLater(self.HEAD_TIMEOUT, self.transport.abortConnection)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         self.buffer += data
+        if self.deciding is not None:
+            # Kept until the rate limiter's verdict on this upgrade arrives (a client sends
+            # nothing before the 101; the cap only stops one that streams regardless).
+            if len(self.buffer) > 4 * self.MAX_HEAD:
+                self.transport.abortConnection()
+            return
         end = self.buffer.find(b"\r\n\r\n")
         if (
             end < 0
@@ -136,7 +154,37 @@ class UpgradeSniffer(protocol.Protocol):
             self.timer.cancel()
         self.timer = None
         head = self.buffer[: end if end >= 0 else 0].lower()
-        if head.startswith(b"get ") and b"\r\nupgrade: websocket" in head:
+        upgrade = head.startswith(b"get ") and b"\r\nupgrade: websocket" in head
+        if upgrade and shutdown.draining:  # graceful shutdown: new sockets belong on another node
+            self._refuse(shutdown.DRAINING_RESPONSE)
+            return
+        if upgrade:
+            # Per-IP upgrade limit: refused with a plain HTTP 429 before any handshake.
+            verdict = ratelimit_upgrade.check(head, getattr(self.addr, "host", None))
+            if isinstance(verdict, bytes):
+                self._refuse(verdict)
+                return
+            if verdict is not None:
+                self.deciding = asyncio.ensure_future(self._upgrade_after(verdict, head))
+                return
+        self._hand_off(head, upgrade)
+
+    async def _upgrade_after(self, verdict: Awaitable[bytes | None], head: bytes) -> None:
+        refusal = await verdict
+        if self.lost:
+            return
+        if refusal is not None:
+            self._refuse(refusal)
+        else:
+            self._hand_off(head, True)
+
+    def _refuse(self, response: bytes) -> None:
+        self.buffer = b""
+        self.transport.write(response)
+        self.transport.loseConnection()
+
+    def _hand_off(self, head: bytes, upgrade: bool) -> None:
+        if upgrade:
             handler = self.factory.server.ws_factory.buildProtocol(self.transport.getPeer())
             target = self.buffer[4 : head.find(b" ", 4)]
             handler._raw_query_string = target.split(b"?", 1)[1] if b"?" in target else b""
@@ -151,6 +199,7 @@ class UpgradeSniffer(protocol.Protocol):
         handler.dataReceived(data)
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted's name
+        self.lost = True
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
 

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from django.utils.module_loading import import_string
 
-from . import handlers
+from . import handlers, metrics, recovery
 from .conf import adapter_path, server_settings
 from .connection import Connection
 from .events import EventSink, NullSink
@@ -24,6 +24,7 @@ from .origins import origin_allowed
 from .outlets import OutFrame, make_outlet
 from .protocol import errors, frames
 from .protocol.errors import ProtocolError
+from .recovery import HotBuffer, recovery_settings
 from .registry import Registry
 
 if TYPE_CHECKING:
@@ -57,7 +58,12 @@ class Engine:
         self._count_value: dict[tuple[str, str], int] = {}
         self.events: EventSink = NullSink()
         self._background: set[asyncio.Future] = set()
+        self.hot = HotBuffer()
+        self._sequencer: Any = None
         self._sweeper: asyncio.Task | None = None
+        self._flusher: asyncio.Task | None = None
+        self.stats = metrics.STATS  # plain counters; realtime.metrics flushes them to Prometheus
+        self.accepting = True  # False once a graceful shutdown began
         self._system: dict[str, Callable[[Engine, Connection, frames.Frame], Awaitable[None] | None]] = {
             "subscribe": handlers.subscribe,
             "unsubscribe": handlers.unsubscribe,
@@ -65,16 +71,39 @@ class Engine:
             "pong": handlers.pong,
             "signin": handlers.signin,
             "presence_update": handlers.presence_update,
+            "resume": recovery.resume,
         }
 
     async def start(self) -> None:
         await self.adapter.start()
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep_forever())
+        if metrics.MULTIPROCESS:
+            self._flusher = loop.create_task(metrics.flush_forever(self))
 
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
+        if self._flusher:
+            self._flusher.cancel()
         await self.adapter.stop()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Graceful shutdown (operations.md §3.2): admit no new socket, close every local socket with
+        4200 (clients reconnect at once, to another node), let the presence leaves this causes reach
+        the cluster, then leave it (``stop``). Bounded by ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self.accepting = False
+        for state in list(self.registry.apps.values()):
+            for conn in list(state.connections.values()):
+                self.close(conn, errors.RECONNECT_NOW, errors.SHUTDOWN_REASON)
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=max(0.0, deadline - loop.time()))
+        try:
+            await asyncio.wait_for(self.stop(), max(0.1, deadline - loop.time()))
+        except Exception:  # a backend that is down or slow must not keep the process alive
+            log.warning("adapter did not stop cleanly within the shutdown budget", exc_info=True)
 
     # -- connection lifecycle ------------------------------------------------------------------
     async def connect(self, scope: dict[str, Any], send: Callable, app: App | None) -> Connection | None:
@@ -89,11 +118,14 @@ class Engine:
                 raise errors.app_disabled()
             if app.allowed_origins and not origin_allowed(_header(scope, b"origin"), app.allowed_origins):
                 raise errors.origin_not_allowed()
+            if not self.accepting:
+                raise ProtocolError(errors.RECONNECT_NOW, errors.SHUTDOWN_REASON, fatal=True)
             if self.max_connections and self.registry.connection_count >= self.max_connections:
                 raise errors.server_over_capacity()
             if app.max_connections and await self.adapter.connection_count(app.id) >= app.max_connections:
                 raise errors.app_over_quota()
         except ProtocolError as error:
+            self.stats.error(app.id if app is not None else "unknown", error.code)
             text = frames.error_frame(error)
             v2 = protocol == 2 or _wants_v2(scope)
             outlet.send(OutFrame(frames.to_v2(text) if v2 else text))
@@ -102,6 +134,7 @@ class Engine:
         conn = Connection(app, outlet, protocol)
         conn.echo = echo
         self.registry.add_connection(conn)
+        self.stats.opened(app.id)
         self.adapter.connections_changed(app.id)
         if app.enable_user_authentication and app.enforce_user_authentication:
             conn.auth_deadline = time.monotonic() + self.user_auth_timeout
@@ -153,6 +186,7 @@ class Engine:
             handlers.forget_user(self, conn)
         self.registry.remove_connection(conn)
         self.adapter.connections_changed(conn.app.id)
+        self.stats.closed(conn.app.id)
 
     # -- inbound frames ------------------------------------------------------------------------
     def handle(self, conn: Connection, raw: str | bytes | None) -> Awaitable[None] | None:
@@ -162,7 +196,10 @@ class Engine:
             return None
         conn.last_seen = time.monotonic()
         conn.ping_sent_at = 0.0
-        if len(raw) > self.max_payload:
+        size = len(raw)
+        self.stats.received(conn.app.id, size)
+        if size > self.max_payload:
+            self.stats.error(conn.app.id, errors.MESSAGE_TOO_BIG)
             self.close(conn, errors.MESSAGE_TOO_BIG, "Message too big")
             return None
         try:
@@ -199,6 +236,7 @@ class Engine:
             log.error("background task failed", exc_info=task.exception())
 
     def fail(self, conn: Connection, error: ProtocolError) -> None:
+        self.stats.error(conn.app.id, error.code)
         if error.fatal:
             self.close(conn, error.code, error.message, error)
         else:
@@ -209,7 +247,10 @@ class Engine:
         """Send a frame built for this one connection (V2 gets its spelling and a message_id)."""
         if conn.protocol == 2:
             text = frames.with_message_id(frames.to_v2(text), str(uuid.uuid4()))
-        if not conn.outlet.send(OutFrame(text)) and not conn.closed:
+        out = OutFrame(text)
+        if conn.outlet.send(out):
+            self.stats.sent(conn.app.id, len(out.wire))
+        elif not conn.closed:
             self._slow(conn)
 
     def send_frame(self, conn: Connection, frame: OutFrame) -> None:
@@ -220,12 +261,15 @@ class Engine:
                 return
         elif frame.text is None:
             return
-        if not conn.outlet.send(frame) and not conn.closed:
+        if conn.outlet.send(frame):
+            self.stats.sent(conn.app.id, len(frame.wire))
+        elif not conn.closed:
             self._slow(conn)
 
     def _slow(self, conn: Connection) -> None:
         if conn.outlet.open:
             log.info("closing slow consumer %s", conn.socket_id)
+        self.stats.error(conn.app.id, errors.OVER_CAPACITY)
         self.close(conn, errors.OVER_CAPACITY, errors.SLOW_CONSUMER_REASON)
 
     def deliver_local(
@@ -235,6 +279,7 @@ class Engine:
         subs = self.registry.subscribers(app_id, channel)
         if not subs:
             return 0
+        started = time.perf_counter()
         slow = None
         sent = 0
         v1 = frame if frame.text is not None else None
@@ -256,6 +301,10 @@ class Engine:
                 slow = [conn]
             else:
                 slow.append(conn)
+        if sent:
+            # Once per broadcast: bytes at the V1 size when a broadcast reached both protocols.
+            ref = v1 if v1 is not None else v2
+            self.stats.broadcast(app_id, channel, sent, len(ref.wire), time.perf_counter() - started)
         if slow:
             for conn in slow:
                 if not conn.closed:
@@ -271,6 +320,39 @@ class Engine:
         for conn in conns:
             self.close(conn, code, reason)
         return len(conns)
+
+    # -- Protocol V2 message identity ----------------------------------------------------------
+    def identity_enabled(self, app: App, channel: str) -> bool:
+        """Broadcasts carry message_id/stream_id/serial when recovery (or history) is on."""
+        return recovery_settings(app)[0]
+
+    @property
+    def sequencer(self) -> Any:
+        if self._sequencer is None:
+            from history.sequencer import get_sequencer
+
+            self._sequencer = get_sequencer()
+        return self._sequencer
+
+    async def identity(self, app: App, channel: str, message_id: str | None) -> tuple[str, str, int] | None:
+        """(message_id, stream_id, serial) for a new message, or None when identity is off."""
+        if not self.identity_enabled(app, channel):
+            return None
+        position = await self.sequencer.next(app.id, channel)
+        return (message_id or str(uuid.uuid4()), position.stream_id, position.serial)
+
+    def remember(self, app: App, channel: str, frame: OutFrame) -> None:
+        """Keep a V2 message with identity in the hot replay buffer."""
+        message_id, stream_id, serial = frame.position
+        self.hot.append(app, channel, stream_id, serial, message_id, frame.v2_text)
+
+    def remember_remote(self, app_id: str, channel: str, frame: OutFrame) -> None:
+        """A message with identity published on another node joins this node's replay buffer."""
+        from apps_admin.managers import get_app_manager
+
+        _hit, app = get_app_manager().cached_by_id(app_id)
+        if app is not None and frame.position is not None:
+            self.remember(app, channel, frame)
 
     # -- cache channels ------------------------------------------------------------------------
     def cache_put(self, app_id: str, channel: str, text: str) -> None:
@@ -361,6 +443,7 @@ class Engine:
                 if conn.auth_deadline and now > conn.auth_deadline:
                     to_close.append((conn, errors.UNAUTHORIZED, errors.AUTH_TIMEOUT_REASON))
         for conn, code, reason in to_close:
+            self.stats.error(conn.app.id, code)
             self.close(conn, code, reason)
 
 
@@ -382,6 +465,11 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 _engine: Engine | None = None
 _engine_lock: asyncio.Lock | None = None
+
+
+def current_engine() -> Engine | None:
+    """The node's engine if it was started (it is created on first use), else None."""
+    return _engine
 
 
 async def get_engine() -> Engine:

@@ -29,10 +29,11 @@ class OutFrame:
     ``sockudo:`` spelling of system events). ``v2_only`` frames never reach V1 connections.
     """
 
-    __slots__ = ("text", "_wire", "_v2", "_v2_given", "v2_text")
+    __slots__ = ("text", "_wire", "_v2", "_v2_given", "v2_text", "position")
 
-    def __init__(self, text: str | None, v2: str | None = None) -> None:
+    def __init__(self, text: str | None, v2: str | None = None, position: tuple | None = None) -> None:
         self.text = text
+        self.position = position  # V2 identity (message_id, stream_id, serial), if it has one
         self._wire: bytes | None = None
         self._v2: OutFrame | None = None
         self._v2_given = v2 is not None

@@ -144,6 +144,7 @@ class LiveServer:
         key: str = "app-key",
         secret: str = "app-secret",
         database: bool = True,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -160,9 +161,13 @@ class LiveServer:
             "SOCKUDO_DEFAULT_APP_KEY": key,
             "SOCKUDO_DEFAULT_APP_SECRET": secret,
             "PYTHONUNBUFFERED": "1",
+            # Tests open many sockets and API calls from 127.0.0.1: the per-IP limits would refuse
+            # them. Off unless the caller's ``env`` switches them on.
+            "RATE_LIMITER_ENABLED": "false",
             **(env or {}),
         }
         self.database = database
+        self.args = args  # extra ``serve`` arguments, e.g. ("--workers", "2")
         self.process: subprocess.Popen | None = None
         self.log_path = Path(self.tmp.name) / "server.log"
 
@@ -211,7 +216,7 @@ class LiveServer:
         log = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
         prepare = ["--prepare"] if self.database else []
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port), *prepare],
+            [sys.executable, "manage.py", "serve", "--port", str(self.port), *prepare, *self.args],
             cwd=ROOT,
             env=self.env,
             stdout=log,

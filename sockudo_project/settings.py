@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "channels",
+    "django_prometheus",
     "apps_admin",
     "realtime",
     "history",
@@ -32,6 +33,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the per-IP API limit runs before anything else looks at the request (http-api.md §1).
+    "realtime.ratelimit.http.APIRateLimitMiddleware",
+    # HTTP metrics (django-prometheus, its hooks run inline) and HTTP API bytes per app; the
+    # WebSocket path never passes through Django middleware.
+    "realtime.api.metrics_middleware.PrometheusBeforeMiddleware",
+    "realtime.api.metrics_middleware.http_api_metrics",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -39,6 +46,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "realtime.api.metrics_middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "sockudo_project.urls"
@@ -67,6 +75,15 @@ DATABASES = {
         env_str("DATABASE_URL", "sqlite:///db.sqlite3") or "sqlite:///db.sqlite3", str(BASE_DIR)
     )
 }
+# django-prometheus's database series (connections, queries, errors, latency): the same backends,
+# instrumented. The socket path never queries the database.
+_INSTRUMENTED_ENGINES = {
+    "django.db.backends.sqlite3": "django_prometheus.db.backends.sqlite3",
+    "django.db.backends.postgresql": "django_prometheus.db.backends.postgresql",
+}
+DATABASES["default"]["ENGINE"] = _INSTRUMENTED_ENGINES.get(
+    DATABASES["default"]["ENGINE"], DATABASES["default"]["ENGINE"]
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"

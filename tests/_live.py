@@ -23,7 +23,6 @@ from realtime.protocol.signatures import sign_channel, sign_user
 from realtime.testing import LiveServer, PusherClient, signed_query
 
 WAIT = 5.0  # upper bound of any single wait
-QUIET = 0.4  # how long "nothing arrives" is observed
 SUCCEEDED = "pusher_internal:subscription_succeeded"
 
 
@@ -274,14 +273,6 @@ async def close_all(*clients: Any) -> None:
             ws = getattr(client, "ws", client)
             with suppress(Exception):  # already closed by the server
                 await asyncio.wait_for(ws.close(), WAIT)
-
-
-def wait_until(predicate: Any, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 async def eventually(check: Any, timeout: float = WAIT, interval: float = 0.05) -> Any:

@@ -112,6 +112,7 @@ class RedisAdapter(Adapter):
         self._dirty_channels: set[tuple[str, str]] = set()
         self._dirty_apps: set[str] = set()
         self._flush_scheduled = False
+        self._flushes: set[asyncio.Future] = set()
         self._tasks: list[asyncio.Task] = []
         self.healthy = False
         self._conn_cache: dict[str, tuple[int, float]] = {}
@@ -137,6 +138,10 @@ class RedisAdapter(Adapter):
         """Leave the cluster cleanly: peers see our members leave now, not after a timeout."""
         for task in self._tasks:
             task.cancel()
+        # Publish what is still queued first: the member_removed of sockets a shutdown just closed.
+        await self._flush()
+        if self._flushes:
+            await asyncio.wait(set(self._flushes), timeout=5)
         try:
             await self._cleanup_node(self.node_id)
             await self.redis.zrem(self._k("nodes"), self.node_id)
@@ -175,7 +180,10 @@ class RedisAdapter(Adapter):
                 return
             kind = msg["t"]
             if kind == "b":
-                frame = OutFrame(msg["f"], msg.get("g"))
+                position = msg.get("p")
+                frame = OutFrame(msg["f"], msg.get("g"), tuple(position) if position else None)
+                if position:
+                    self.engine.remember_remote(msg["a"], msg["c"], frame)
                 self.engine.deliver_local(msg["a"], msg["c"], frame, msg.get("x"))
             elif kind == "u":
                 self.engine.deliver_to_user(msg["a"], msg["u"], OutFrame(msg["f"]))
@@ -213,7 +221,9 @@ class RedisAdapter(Adapter):
         self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None
     ) -> str:
         """One cluster message per broadcast: the frame as encoded for each protocol."""
-        return self._envelope("b", a=app_id, c=channel, f=frame.text, g=frame.v2_text, x=except_socket_id)
+        return self._envelope(
+            "b", a=app_id, c=channel, f=frame.text, g=frame.v2_text, p=frame.position, x=except_socket_id
+        )
 
     def _envelope(self, kind: str, **fields: Any) -> str:
         return frames.dumps({"n": self.node_id, "t": kind, **fields})
@@ -241,7 +251,12 @@ class RedisAdapter(Adapter):
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+            asyncio.get_running_loop().call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        task = asyncio.ensure_future(self._flush())
+        self._flushes.add(task)  # kept so stop() can wait for it
+        task.add_done_callback(self._flushes.discard)
 
     async def _flush(self) -> None:
         self._flush_scheduled = False

@@ -46,8 +46,22 @@ def app_not_found() -> APIError:
     return APIError(404, "app_not_found", "App not found")
 
 
+def not_found(message: str) -> APIError:
+    return APIError(404, "not_found", message)
+
+
+def feature_disabled(message: str) -> APIError:
+    """422: the feature (history, versioned messages, ...) is off globally or by app/channel policy."""
+    return APIError(422, "feature_disabled", message)
+
+
 def payload_too_large(message: str) -> APIError:
     return APIError(413, "payload_too_large", message)
+
+
+def rate_limited(message: str, headers: dict[str, str]) -> APIError:
+    """429 with ``Retry-After`` and the ``X-RateLimit-*`` headers of the limit that refused."""
+    return APIError(429, "rate_limited", message, headers)
 
 
 def service_unavailable(message: str) -> APIError:

@@ -1,4 +1,4 @@
-from django.urls import re_path
+from django.urls import include, path, re_path
 
 from . import health, views
 
@@ -23,4 +23,10 @@ urlpatterns = [
     re_path(r"^live/?$", health.live),
     re_path(r"^up/?$", health.up),
     re_path(r"^up/(?P<app_id>[^/]+)/?$", health.up),
+    re_path(r"^usage/?$", health.usage),
+    re_path(r"^stats/?$", health.stats),
+    re_path(r"^operator/stats/?$", health.stats),
+    re_path(r"^metrics/?$", health.prometheus_metrics),
+    # Durable history (Protocol V2): page, state, reset, purge.
+    path("", include("history.urls")),
 ]

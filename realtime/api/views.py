@@ -11,6 +11,7 @@ from realtime import broadcast
 from realtime.bridge import on_loop
 from realtime.protocol import errors as protocol_errors
 from realtime.protocol.channels import kind_of, validate_name
+from realtime.ratelimit.http import check_backend_events, check_read_request
 
 from . import errors
 from .authentication import PusherSignatureAuthentication, read_body
@@ -24,6 +25,8 @@ class SignedAPIView(APIView):
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
         request.user  # noqa: B018 - authenticate eagerly so a bad signature fails before parsing
+        if request.method == "GET":
+            check_read_request(self.app(request))  # the app's max_read_requests_per_second
 
     @staticmethod
     def app(request: Request):
@@ -46,6 +49,7 @@ class EventsView(SignedAPIView):
     def post(self, request: Request, app_id: str) -> Response:
         app = self.app(request)
         pub = publication(app, self.json_body(request))
+        check_backend_events(app, 1)
         info = on_loop(broadcast.publish, app, pub)
         return Response({"channels": info} if info else {"ok": True})
 
@@ -62,6 +66,7 @@ class BatchEventsView(SignedAPIView):
             raise errors.limit_exceeded(f"Batch size ({len(batch)}) exceeds limit ({limit})")
         # Validate every item before publishing any, so a bad item never half-applies a batch.
         pubs = [publication(app, item) for item in batch]
+        check_backend_events(app, len(pubs))  # max_backend_events_per_second counts events, not requests
         results = on_loop(_publish_all, app, pubs)
         if not any(p.info for p in pubs):
             return Response({})

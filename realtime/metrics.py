@@ -1,0 +1,260 @@
+"""Prometheus metrics of the realtime server: the core series of operations.md §4.1 a V1 node has.
+
+The socket path never touches prometheus_client. It bumps plain integers on a per-app ``AppStats``
+(one dict lookup and a few additions per frame, or per broadcast for a fan-out, never anything per
+subscriber). ``flush`` moves the pending amounts into prometheus_client on the event loop: before
+every scrape of ``/metrics`` and, when several worker processes share prometheus_client's
+multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``, set by ``serve --workers``), once a second,
+so a scrape of any worker reports every worker (values of the other workers lag by up to 1 s).
+
+Names follow upstream with the ``sockudo_`` prefix, labelled by ``app_id``. prometheus_client
+always appends ``_total`` to a counter, so the four byte counters whose upstream names have no
+``_total`` are exported as gauges that only grow (``rate()`` works the same on them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+import math
+import os
+from typing import TYPE_CHECKING, Any
+
+import prometheus_client
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from .protocol.channels import kind_of
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+# Upstream has no ``*_created`` series; they would double the number of series for nothing.
+prometheus_client.disable_created_metrics()
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+FLUSH_INTERVAL = 1.0  # seconds; only matters with several processes (see the module docstring)
+DISABLED_BODY = "# Metrics collection is not enabled.\n"
+
+# Upstream's default buckets, in milliseconds (operations.md §4).
+LATENCY_BUCKETS_MS = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+_BOUNDS = (*LATENCY_BUCKETS_MS, math.inf)
+
+CONNECTED = Gauge("sockudo_connected", "Open WebSocket connections.", ["app_id"], multiprocess_mode="livesum")
+NEW_CONNECTIONS = Counter("sockudo_new_connections_total", "WebSocket connections opened.", ["app_id"])
+DISCONNECTIONS = Counter("sockudo_new_disconnections_total", "WebSocket connections closed.", ["app_id"])
+CONNECTION_ERRORS = Counter(
+    "sockudo_connection_errors_total",
+    "Protocol errors sent to sockets (pusher:error frames and error closes), by Pusher error code.",
+    ["app_id", "error_type"],
+)
+WS_MESSAGES_RECEIVED = Counter(
+    "sockudo_ws_messages_received_total", "WebSocket messages received.", ["app_id"]
+)
+WS_MESSAGES_SENT = Counter("sockudo_ws_messages_sent_total", "WebSocket messages sent.", ["app_id"])
+WS_RECEIVED_BYTES = Gauge(
+    "sockudo_socket_received_bytes",
+    "WebSocket message bytes received (a counter; only grows).",
+    ["app_id"],
+    multiprocess_mode="sum",
+)
+WS_TRANSMITTED_BYTES = Gauge(
+    "sockudo_socket_transmitted_bytes",
+    "WebSocket bytes sent, frame headers included (a counter; only grows).",
+    ["app_id"],
+    multiprocess_mode="sum",
+)
+HTTP_CALLS = Counter("sockudo_http_calls_received_total", "Signed HTTP API calls.", ["app_id"])
+HTTP_RECEIVED_BYTES = Gauge(
+    "sockudo_http_received_bytes",
+    "HTTP API request body bytes (a counter; only grows).",
+    ["app_id"],
+    multiprocess_mode="sum",
+)
+HTTP_TRANSMITTED_BYTES = Gauge(
+    "sockudo_http_transmitted_bytes",
+    "HTTP API response body bytes (a counter; only grows).",
+    ["app_id"],
+    multiprocess_mode="sum",
+)
+BROADCAST_LATENCY = Histogram(
+    "sockudo_broadcast_latency_ms",
+    "Time from the start of a broadcast's fan-out on this node to its last socket write (ms); "
+    "not recorded for broadcasts without recipients.",
+    ["app_id", "channel_type", "recipient_count_bucket"],
+    buckets=LATENCY_BUCKETS_MS,
+)
+
+
+def channel_type(channel: str) -> str:
+    kind = kind_of(channel)
+    if kind.presence:
+        return "presence"
+    if kind.encrypted:
+        return "private-encrypted"
+    if kind.requires_auth:
+        return "private"
+    return "cache" if kind.cache else "public"
+
+
+def recipient_bucket(count: int) -> str:
+    if count <= 10:
+        return "xs"
+    if count <= 100:
+        return "sm"
+    if count <= 1000:
+        return "md"
+    return "lg" if count <= 10000 else "xl"
+
+
+class AppStats:
+    """Amounts not yet flushed to prometheus_client, for one app (event loop thread only)."""
+
+    __slots__ = (
+        "opened",
+        "closed",
+        "ws_in",
+        "ws_in_bytes",
+        "ws_out",
+        "ws_out_bytes",
+        "http_calls",
+        "http_in_bytes",
+        "http_out_bytes",
+    )
+
+    def __init__(self) -> None:
+        self.opened = self.closed = 0
+        self.ws_in = self.ws_in_bytes = self.ws_out = self.ws_out_bytes = 0
+        self.http_calls = self.http_in_bytes = self.http_out_bytes = 0
+
+
+# AppStats field -> the metric it feeds.
+_FIELDS: tuple[tuple[str, Counter | Gauge], ...] = (
+    ("opened", NEW_CONNECTIONS),
+    ("closed", DISCONNECTIONS),
+    ("ws_in", WS_MESSAGES_RECEIVED),
+    ("ws_in_bytes", WS_RECEIVED_BYTES),
+    ("ws_out", WS_MESSAGES_SENT),
+    ("ws_out_bytes", WS_TRANSMITTED_BYTES),
+    ("http_calls", HTTP_CALLS),
+    ("http_in_bytes", HTTP_RECEIVED_BYTES),
+    ("http_out_bytes", HTTP_TRANSMITTED_BYTES),
+)
+
+
+class NodeStats:
+    """This process's pending amounts. Touched only on the event loop thread (so no locks)."""
+
+    def __init__(self) -> None:
+        self.apps: dict[str, AppStats] = {}
+        self.errors: dict[tuple[str, str], int] = {}
+        # (app_id, channel_type, recipient bucket) -> counts per bucket bound, then the sum (ms).
+        self.latency: dict[tuple[str, str, str], list[float]] = {}
+
+    def app(self, app_id: str) -> AppStats:
+        stats = self.apps.get(app_id)
+        if stats is None:
+            stats = self.apps[app_id] = AppStats()
+        return stats
+
+    # -- the socket path -----------------------------------------------------------------------
+    def opened(self, app_id: str) -> None:
+        self.app(app_id).opened += 1
+
+    def closed(self, app_id: str) -> None:
+        self.app(app_id).closed += 1
+
+    def received(self, app_id: str, size: int) -> None:
+        stats = self.app(app_id)
+        stats.ws_in += 1
+        stats.ws_in_bytes += size
+
+    def sent(self, app_id: str, size: int) -> None:
+        stats = self.app(app_id)
+        stats.ws_out += 1
+        stats.ws_out_bytes += size
+
+    def broadcast(self, app_id: str, channel: str, recipients: int, size: int, seconds: float) -> None:
+        """One fan-out reached ``recipients`` sockets with frames of ``size`` bytes."""
+        stats = self.app(app_id)
+        stats.ws_out += recipients
+        stats.ws_out_bytes += recipients * size
+        ms = seconds * 1000.0
+        key = (app_id, channel_type(channel), recipient_bucket(recipients))
+        row = self.latency.get(key)
+        if row is None:
+            row = self.latency[key] = [0] * (len(_BOUNDS) + 1)
+        row[bisect.bisect_left(_BOUNDS, ms)] += 1
+        row[-1] += ms
+
+    def error(self, app_id: str, code: int) -> None:
+        key = (app_id, str(code))
+        self.errors[key] = self.errors.get(key, 0) + 1
+
+
+STATS = NodeStats()
+
+_children: dict[str, tuple[Any, ...]] = {}
+
+
+def _app_children(app_id: str) -> tuple[Any, ...]:
+    children = _children.get(app_id)
+    if children is None:
+        children = _children[app_id] = tuple(metric.labels(app_id) for _, metric in _FIELDS)
+    return children
+
+
+def flush(engine: Engine | None, stats: NodeStats = STATS) -> None:
+    """Move pending amounts into prometheus_client; set the connection gauges. Event loop only."""
+    registry = engine.registry if engine is not None else None
+    for app_id, app_stats in stats.apps.items():
+        children = _app_children(app_id)
+        for (field, _), child in zip(_FIELDS, children, strict=True):
+            amount = getattr(app_stats, field)
+            if amount:
+                child.inc(amount)
+                setattr(app_stats, field, 0)
+        CONNECTED.labels(app_id).set(registry.app_connection_count(app_id) if registry else 0)
+    if stats.errors:
+        errors, stats.errors = stats.errors, {}
+        for (app_id, code), amount in errors.items():
+            CONNECTION_ERRORS.labels(app_id, code).inc(amount)
+    for key, row in stats.latency.items():
+        if not row[-1] and not any(row[:-1]):
+            continue
+        child = BROADCAST_LATENCY.labels(*key)
+        # Bulk-add the bucket counts (Histogram.observe takes one value at a time). ``_buckets`` holds
+        # per-bucket (not cumulative) counts in bound order, in every prometheus_client since 0.4.
+        for index, count in enumerate(row[:-1]):
+            if count:
+                child._buckets[index].inc(count)
+                row[index] = 0
+        child._sum.inc(row[-1])
+        row[-1] = 0
+
+
+async def flush_forever(engine: Engine) -> None:
+    """Keep the shared multiprocess files fresh for scrapes served by the other workers."""
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        try:
+            flush(engine)
+        except Exception:  # a failed flush must not end the loop; the next one retries
+            log.exception("metrics flush failed")
+
+
+def render() -> bytes:
+    """The Prometheus text of this process, or of every worker in multiprocess mode (blocking)."""
+    if MULTIPROCESS:
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = prometheus_client.REGISTRY
+    return prometheus_client.generate_latest(registry)
+
+
+# The classic text format (operations.md §4), which ``generate_latest`` writes.
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4

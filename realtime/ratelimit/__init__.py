@@ -1,0 +1,78 @@
+"""Rate limiting: per-IP limits on the HTTP API and on WebSocket upgrades, per-app limits on
+publishes and reads (``max_backend_events_per_second``, ``max_read_requests_per_second``).
+
+The counter store is pluggable (``RATE_LIMITER_DRIVER``: ``memory``, ``redis`` or a dotted path to a
+``RateLimiter`` subclass); unset, it follows the adapter, so a Redis cluster shares its counters.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.utils.module_loading import import_string
+
+from realtime.conf import server_settings
+
+from .base import Decision, RateLimiter, RateLimiterUnavailable
+
+__all__ = [
+    "Decision",
+    "RateLimiter",
+    "RateLimiterUnavailable",
+    "client_ip",
+    "driver_path",
+    "get_limiter",
+]
+
+DRIVERS = {
+    "memory": "realtime.ratelimit.memory.MemoryRateLimiter",
+    "redis": "realtime.ratelimit.redis.RedisRateLimiter",
+}
+# With RATE_LIMITER_DRIVER unset the counters live where the adapter shares state.
+DEFAULT_FOR_ADAPTER = {"redis": "redis"}
+
+_lock = threading.Lock()
+_limiter: RateLimiter | None = None
+
+
+def driver_path(settings: dict[str, Any]) -> str:
+    driver = settings["RATE_LIMITER_DRIVER"] or DEFAULT_FOR_ADAPTER.get(settings["ADAPTER_DRIVER"], "memory")
+    return DRIVERS.get(driver, driver)
+
+
+def get_limiter() -> RateLimiter:
+    """This process's limiter, built once from the settings (thread-safe: views and the loop share it)."""
+    global _limiter
+    if _limiter is None:
+        with _lock:
+            if _limiter is None:
+                settings = server_settings()
+                _limiter = import_string(driver_path(settings)).from_settings(settings)
+    return _limiter
+
+
+def set_limiter(limiter: RateLimiter | None) -> None:
+    """Replace (or with ``None`` forget) the process's limiter; for tests."""
+    global _limiter
+    with _lock:
+        _limiter = limiter
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, real_ip: str | None, trust_hops: int) -> str:
+    """The address a limit is keyed by.
+
+    With ``trust_hops`` = N > 0 proxies in front of the server, each appending the address it was
+    connected from to ``X-Forwarded-For``, the client is the N-th entry from the right (entries to
+    its left were written by the client and can be forged); with fewer entries than N, the leftmost.
+    Without X-Forwarded-For a trusted proxy's ``X-Real-IP`` is used. With ``trust_hops`` = 0 both
+    headers are ignored and the TCP peer is the client: upstream trusts ``X-Real-IP`` even then,
+    which lets any client choose its own bucket.
+    """
+    if trust_hops > 0:
+        hops = [part.strip() for part in (forwarded_for or "").split(",") if part.strip()]
+        if hops:
+            return hops[-trust_hops] if len(hops) >= trust_hops else hops[0]
+        if real_ip and real_ip.strip():
+            return real_ip.strip()
+    return peer or "unknown"

@@ -1,0 +1,96 @@
+"""Counters shared by every node through Redis, so a cluster limits as one server.
+
+One hit is one round trip: a Lua script does ``INCRBY`` and, for a counter without a TTL (its
+first hit), ``PEXPIRE``, and returns the count and the milliseconds left. Windows therefore run
+on Redis' clock, not on the nodes' (their clocks may differ).
+
+Two clients over the same URL: a blocking one for ``hit`` (DRF views run in a worker thread) and
+an asyncio one for ``ahit`` (the API middleware and the WebSocket upgrade path run on the event
+loop, which must never wait on a socket). Timeouts are short (``timeout``, default 1 s) and there
+is one immediate retry (a pooled connection that went stale when Redis restarted); after that
+the hit raises ``RateLimiterUnavailable`` and the caller fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis as redis_sync
+import redis.asyncio as redis_async
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .base import Decision, RateLimiter, RateLimiterUnavailable
+
+_HIT = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  ttl = tonumber(ARGV[2])
+end
+return {count, ttl}
+"""
+
+
+class RedisRateLimiter(RateLimiter):
+    def __init__(self, url: str, prefix: str = "sockudo_rl:", timeout: float = 1.0) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        self._sync: Any = None
+        self._sync_script: Any = None
+        self._async: Any = None
+        self._async_script: Any = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> RedisRateLimiter:
+        # One REDIS_URL serves the adapter and the limiter (operations.md §2.2).
+        return cls(url=settings["REDIS_URL"], prefix=settings["RATE_LIMITER_PREFIX"])
+
+    def _options(self, retry_cls: type) -> dict[str, Any]:
+        return {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "retry": retry_cls(NoBackoff(), 1),
+        }
+
+    def hit(self, key: str, limit: int, window: float, cost: int = 1) -> Decision:
+        if self._sync is None:
+            from redis.retry import Retry
+
+            self._sync = redis_sync.Redis.from_url(self.url, **self._options(Retry))
+            self._sync_script = self._sync.register_script(_HIT)
+        try:
+            count, ttl_ms = self._sync_script(keys=[self.prefix + key], args=[cost, _ms(window)])
+        except (RedisError, OSError) as exc:
+            raise RateLimiterUnavailable(str(exc)) from exc
+        return Decision.of(int(count), limit, int(ttl_ms) / 1000)
+
+    async def ahit(self, key: str, limit: int, window: float, cost: int = 1) -> Decision:
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async_loop is not loop:
+            from redis.asyncio.retry import Retry
+
+            self._async = redis_async.Redis.from_url(self.url, **self._options(Retry))
+            self._async_script = self._async.register_script(_HIT)
+            self._async_loop = loop
+        try:
+            count, ttl_ms = await asyncio.wait_for(
+                self._async_script(keys=[self.prefix + key], args=[cost, _ms(window)]),
+                self.timeout * 3,
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise RateLimiterUnavailable(str(exc)) from exc
+        return Decision.of(int(count), limit, int(ttl_ms) / 1000)
+
+    def close(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))

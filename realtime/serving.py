@@ -1,0 +1,117 @@
+"""One node under daphne: the listening socket and graceful shutdown (operations.md §3.2).
+
+``NodeServer`` listens on daphne endpoint strings, or adopts already-listening sockets handed down
+by ``serve --workers`` (``realtime.workers``). On SIGTERM or SIGINT it drains instead of stopping at
+once: the node is marked draining (new WebSocket upgrades get 503, ``/up`` answers DRAINING), every
+local socket is closed with 4200 "Server shutting down" (clients reconnect at once, to another
+node), the presence leaves and the adapter's cluster cleanup run (``Engine.shutdown``), and the
+process exits 0 once every socket has gone or SHUTDOWN_GRACE_PERIOD has passed. A second SIGINT
+(Ctrl-C twice) stops at once. daphne's own signal handlers (an immediate reactor stop) stay off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from typing import Any
+
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import reactor
+
+from . import metrics, shutdown
+from .conf import server_settings
+from .daphne_tuning import TunedServer
+from .engine import current_engine
+
+log = logging.getLogger(__name__)
+
+# daphne refuses to build a server without endpoints; adopted sockets are not endpoint strings.
+_ADOPTED = "adopted-socket"
+
+
+class NodeServer(TunedServer):
+    def __init__(
+        self,
+        *,
+        endpoints: list[str] | None = None,
+        listen_fds: tuple[int, ...] = (),
+        watch_parent: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        kwargs["signal_handlers"] = False
+        super().__init__(endpoints=list(endpoints or []) or [_ADOPTED], **kwargs)
+        self.endpoints = list(endpoints or [])
+        self.listen_fds = listen_fds
+        self.grace = float(server_settings()["SHUTDOWN_GRACE_PERIOD"])
+        self.parent_pid = os.getppid() if watch_parent else None
+        self.adopted: list[Any] = []
+
+    def run(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        reactor.callWhenRunning(self._when_running)
+        super().run()
+
+    def _when_running(self) -> None:
+        for fd in self.listen_fds:
+            sock = socket.socket(fileno=fd)  # detects the address family
+            sock.setblocking(False)  # Twisted accepts until EAGAIN; a blocking socket would hang it
+            try:
+                self.adopted.append(reactor.adoptStreamPort(sock.fileno(), sock.family, self.http_factory))
+            finally:
+                sock.close()  # Twisted holds its own duplicate
+        if self.parent_pid is not None:
+            reactor.callLater(1.0, self._watch_parent)
+
+    def _watch_parent(self) -> None:
+        """A worker whose supervisor died (SIGKILL, OOM) drains rather than lingering as an orphan."""
+        if os.getppid() != self.parent_pid:
+            log.warning("supervisor %s is gone; shutting down", self.parent_pid)
+            self._begin(signal.SIGTERM)
+        elif not shutdown.draining:
+            reactor.callLater(1.0, self._watch_parent)
+
+    # -- shutdown ------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # Runs in the main thread between bytecodes: only set the flag (so the very next upgrade
+        # is refused) and hand the rest to the reactor.
+        if shutdown.draining:
+            if signum == signal.SIGINT:
+                reactor.callFromThread(self._force_stop)
+            return
+        shutdown.begin()
+        reactor.callFromThread(self._begin, signum)
+
+    def _begin(self, signum: int) -> None:
+        shutdown.begin()
+        if getattr(self, "_draining_task", None) is None:
+            log.info("%s: draining for up to %.0fs", signal.Signals(signum).name, self.grace)
+            self._draining_task = asyncio.ensure_future(self._drain())
+
+    def _force_stop(self) -> None:
+        log.warning("second interrupt: stopping without waiting")
+        self.stop()
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
+        engine = current_engine()
+        try:
+            if engine is not None:
+                # The cluster cleanup gets at least a second even with a zero grace period.
+                await engine.shutdown(max(self.grace, 1.0))
+            while loop.time() < deadline and self._open_websockets():
+                await asyncio.sleep(0.05)  # close handshakes still in flight
+            metrics.flush(engine)  # connection gauges to 0; the last counts reach the shared files
+        except Exception:
+            log.exception("graceful shutdown failed; stopping anyway")
+        self.stop()
+
+    def _open_websockets(self) -> bool:
+        return any(
+            isinstance(protocol, WebSocketProtocol) and "disconnected" not in details
+            for protocol, details in self.connections.items()
+        )

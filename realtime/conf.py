@@ -152,16 +152,30 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("IDEMPOTENCY_ENABLED", True, bool, "Replay the first response to an HTTP publish retried with the same key."),
     Setting("IDEMPOTENCY_TTL_SECONDS", 120, int, "How long a publish idempotency key is remembered."),
     # Durable history (Protocol V2); app and namespace ``history`` overrides win (history/policy.py).
-    Setting("HISTORY_ENABLED", False, bool, "Keep durable channel history (V2 channel_history, rewind, cold recovery)."),
+    Setting(
+        "HISTORY_ENABLED",
+        False,
+        bool,
+        "Keep durable channel history (V2 channel_history, rewind, cold recovery).",
+    ),
     Setting("HISTORY_REWIND_ENABLED", True, bool, "Allow rewind on subscribe where history is on."),
-    Setting("HISTORY_RETENTION_WINDOW_SECONDS", 86400, int, "Age after which history rows are purged (0 = keep)."),
+    Setting(
+        "HISTORY_RETENTION_WINDOW_SECONDS", 86400, int, "Age after which history rows are purged (0 = keep)."
+    ),
     Setting("HISTORY_MAX_MESSAGES_PER_CHANNEL", 0, int, "Newest messages kept per channel (0 = no cap)."),
     Setting("HISTORY_MAX_PAGE_SIZE", 100, int, "Default and largest history page (also caps rewind)."),
     Setting("HISTORY_PURGE_INTERVAL_SECONDS", 300, int, "Seconds between retention passes."),
-    Setting("HISTORY_STORE_DRIVER", "orm", str, "History store: orm (the database), memory or a dotted path."),
+    Setting(
+        "HISTORY_STORE_DRIVER", "orm", str, "History store: orm (the database), memory or a dotted path."
+    ),
     Setting("HISTORY_WRITER_MAX_BATCH", 256, int, "Records per group-commit batch of history writes."),
     Setting("HISTORY_WRITER_MAX_DELAY_MS", 5, int, "Longest a history write waits for its batch to fill."),
-    Setting("HISTORY_WRITER_QUEUE_CAPACITY", 4096, int, "History writes waiting for the database before publishes are refused."),
+    Setting(
+        "HISTORY_WRITER_QUEUE_CAPACITY",
+        4096,
+        int,
+        "History writes waiting for the database before publishes are refused.",
+    ),
     Setting(
         "SEQUENCER_DRIVER",
         "",
@@ -186,6 +200,63 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "Trusted proxies in front of the server; the client IP is that many entries from the right of X-Forwarded-For.",
     ),
+    # Webhooks (spec/webhooks.md; realtime/webhooks/) and the task runner that delivers them.
+    Setting(
+        "WEBHOOK_SINK",
+        "realtime.webhooks.sink.WebhookSink",
+        str,
+        "Where channel/member/client events go: a dotted path to an EventSink (empty = nowhere, webhooks off).",
+    ),
+    Setting(
+        "WEBHOOK_BATCHING_ENABLED",
+        True,
+        bool,
+        "Merge webhook events into jobs of up to WEBHOOK_BATCHING_SIZE.",
+    ),
+    Setting("WEBHOOK_BATCHING_DURATION", 50, int, "Milliseconds webhook events wait in the batch buffer."),
+    Setting("WEBHOOK_BATCHING_SIZE", 100, int, "Most events in one webhook request."),
+    Setting(
+        "WEBHOOK_LEAVE_DELAY_MS",
+        3000,
+        int,
+        "Delay before channel_vacated / member_removed are re-checked cluster-wide and sent.",
+    ),
+    Setting(
+        "WEBHOOK_REQUEST_TIMEOUT_MS", 10000, int, "Per-attempt webhook HTTP timeout (a webhook's own wins)."
+    ),
+    Setting(
+        "WEBHOOK_RETRY_ENABLED", True, bool, "Retry webhook deliveries that failed with a retryable error."
+    ),
+    Setting(
+        "WEBHOOK_RETRY_MAX_ATTEMPTS", 0, int, "Most attempts per webhook delivery (0 = only the time budget)."
+    ),
+    Setting(
+        "WEBHOOK_RETRY_MAX_ELAPSED_MS",
+        300000,
+        int,
+        "Retry budget: no attempt starts later than this after the first.",
+    ),
+    Setting(
+        "WEBHOOK_RETRY_INITIAL_BACKOFF_MS",
+        1000,
+        int,
+        "First wait before a webhook retry (doubles each time).",
+    ),
+    Setting("WEBHOOK_RETRY_MAX_BACKOFF_MS", 60000, int, "Longest wait between webhook retries."),
+    Setting("WEBHOOK_QUEUE", "webhooks", str, "Celery queue of webhook deliveries (celery worker -Q ...)."),
+    Setting(
+        "CELERY_BROKER_URL",
+        "",
+        str,
+        "Celery broker (redis://... or amqp://...) for webhook deliveries; empty = the in-process task runner.",
+    ),
+    Setting(
+        "TASK_RUNNER_DRIVER",
+        "",
+        str,
+        "Task runner: celery, inprocess or a dotted path (empty = celery when CELERY_BROKER_URL is set).",
+    ),
+    Setting("TASK_RUNNER_WORKERS", 20, int, "Threads of the in-process task runner (concurrent deliveries)."),
 )
 
 _ADAPTERS = {

@@ -19,7 +19,7 @@ from django.utils.module_loading import import_string
 from . import handlers, metrics, recovery
 from .conf import adapter_path, server_settings
 from .connection import Connection
-from .events import EventSink, NullSink
+from .events import EventSink, make_sink
 from .origins import origin_allowed
 from .outlets import OutFrame, make_outlet
 from .protocol import errors, frames
@@ -56,7 +56,7 @@ class Engine:
         self._count_pending: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._count_last: dict[tuple[str, str], float] = {}
         self._count_value: dict[tuple[str, str], int] = {}
-        self.events: EventSink = NullSink()
+        self.events: EventSink = make_sink(self)  # webhooks (WEBHOOK_SINK)
         self._background: set[asyncio.Future] = set()
         self.hot = HotBuffer()
         self._sequencer: Any = None
@@ -86,6 +86,10 @@ class Engine:
             self._sweeper.cancel()
         if self._flusher:
             self._flusher.cancel()
+        try:  # before the adapter stops: delayed leave events re-check cluster state through it
+            await self.events.close()
+        except Exception:
+            log.warning("event sink did not close cleanly", exc_info=True)
         await self.adapter.stop()
 
     async def shutdown(self, timeout: float) -> None:

@@ -275,6 +275,25 @@ def client_event(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
     # V1 senders never get their own event; V2 senders do unless they connected with echo off.
     except_id = None if conn.protocol == 2 and conn.echo else conn.socket_id
     engine.adapter.broadcast(app.id, channel, out, except_id)
+    if engine.events.wants(app.id, "client_event"):
+        engine.events.emit(app.id, _client_event_hook(conn, channel, event, data, user_id))
+
+
+def _client_event_hook(conn: Connection, channel: str, event: str, data: Any, user_id: str | None) -> dict:
+    """The ``client_event`` webhook: V1 data as the string the client sent (objects serialised),
+    V2 data as its JSON value; ``user_id`` only on presence channels."""
+    if conn.protocol != 2 and not isinstance(data, str):
+        data = frames.dumps(data)
+    hook = {
+        "name": "client_event",
+        "channel": channel,
+        "event": event,
+        "data": data,
+        "socket_id": conn.socket_id,
+    }
+    if user_id is not None:
+        hook["user_id"] = user_id
+    return hook
 
 
 # -- ping / pong -------------------------------------------------------------------------------

@@ -114,5 +114,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"daphne": {"level": os.environ.get("DAPHNE_LOG_LEVEL", "WARNING")}},
+    "loggers": {
+        "daphne": {"level": os.environ.get("DAPHNE_LOG_LEVEL", "WARNING")},
+        # httpx logs every request at INFO (one line per webhook POST); outcomes are logged by us.
+        "httpx": {"level": "WARNING"},
+    },
 }

@@ -44,7 +44,9 @@ def live() -> Iterator[LiveServer]:
     env = {
         "HISTORY_ENABLED": "true",
         "HISTORY_MAX_PAGE_SIZE": str(MAX_PAGE),
-        "SOCKUDO_DEFAULT_APP_CHANNEL_NAMESPACES": json.dumps([{"name": "quiet", "history": {"enabled": False}}]),
+        "SOCKUDO_DEFAULT_APP_CHANNEL_NAMESPACES": json.dumps(
+            [{"name": "quiet", "history": {"enabled": False}}]
+        ),
     }
     with serving(env, apps=[QUIET_APP]) as server:
         yield server
@@ -52,7 +54,14 @@ def live() -> Iterator[LiveServer]:
 
 def seed(live: LiveServer, channel: str, count: int, stream_id: str | None = None, first: int = 1) -> str:
     stream_id = stream_id or str(uuid.uuid4())
-    spec = {"app_id": live.app_id, "channel": channel, "stream_id": stream_id, "count": count, "first": first, "t0": T0}
+    spec = {
+        "app_id": live.app_id,
+        "channel": channel,
+        "stream_id": stream_id,
+        "count": count,
+        "first": first,
+        "t0": T0,
+    }
     live.manage("shell", "-c", _SEED.format(spec=json.dumps(spec)))
     return stream_id
 
@@ -61,17 +70,24 @@ def channel_name() -> str:
     return f"orders-{uuid.uuid4().hex[:8]}"
 
 
-def get(live: LiveServer, path: str, key: str | None = None, secret: str | None = None, **params: Any) -> httpx.Response:
+def get(
+    live: LiveServer, path: str, key: str | None = None, secret: str | None = None, **params: Any
+) -> httpx.Response:
     params = {k: str(v) for k, v in params.items()}
     query = signed_query("GET", path, key or live.key, secret or live.secret, params=params)
     return httpx.get(f"{live.http_url}{path}?{query}", timeout=10)
 
 
-def post(live: LiveServer, path: str, body: Any, key: str | None = None, secret: str | None = None) -> httpx.Response:
+def post(
+    live: LiveServer, path: str, body: Any, key: str | None = None, secret: str | None = None
+) -> httpx.Response:
     raw = json.dumps(body).encode()
     query = signed_query("POST", path, key or live.key, secret or live.secret, raw)
     return httpx.post(
-        f"{live.http_url}{path}?{query}", content=raw, headers={"Content-Type": "application/json"}, timeout=10
+        f"{live.http_url}{path}?{query}",
+        content=raw,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
     )
 
 
@@ -114,7 +130,11 @@ def test_page_shape(live):
     assert data["direction"] == "newest_first" and data["limit"] == MAX_PAGE and data["has_more"] is False
     assert [i["serial"] for i in data["items"]] == [3, 2, 1]
     item = data["items"][0]
-    assert item["stream_id"] == stream_id and item["message_id"] == "m-3" and item["event_name"] == "order.created"
+    assert (
+        item["stream_id"] == stream_id
+        and item["message_id"] == "m-3"
+        and item["event_name"] == "order.created"
+    )
     assert item["published_at_ms"] == T0 + 2000 and item["operation_kind"] == "append"
     assert item["message"] == {
         "event": "order.created",
@@ -180,7 +200,9 @@ def test_until_attach(live):
     assert data["items"][0]["serial"] == 11
     assert data["bounds"]["until_attach"] is True and data["bounds"]["attach_serial"] == 11
     assert data["bounds"]["end_serial"] == 11
-    assert sum(walk(live, channel, until_attach="true", attach_serial=11, limit=5), []) == list(range(11, 0, -1))
+    assert sum(walk(live, channel, until_attach="true", attach_serial=11, limit=5), []) == list(
+        range(11, 0, -1)
+    )
     assert_error(get(live, history_path(live, channel), until_attach="true"), 400, "invalid_input")
 
 
@@ -219,7 +241,10 @@ def test_state(live):
     stream = body["stream"]
     assert stream["stream_id"] == stream_id and stream["next_serial"] == 7
     assert stream["retained"]["stream_id"] == stream_id and stream["retained"]["retained_messages"] == 6
-    assert stream["retained"]["oldest_available_serial"] == 1 and stream["retained"]["newest_available_serial"] == 6
+    assert (
+        stream["retained"]["oldest_available_serial"] == 1
+        and stream["retained"]["newest_available_serial"] == 6
+    )
     assert stream["retained"]["newest_available_published_at_ms"] == T0 + 5000
     assert stream["state"]["durable_state"] == "healthy" and stream["state"]["reset_required"] is False
 
@@ -232,14 +257,19 @@ def test_purge(live):
     channel = channel_name()
     stream_id = seed(live, channel, 12)
     path = history_path(live, channel, "/purge")
-    response = post(live, path, purge_body(channel, mode="before_serial", before_serial=5, requested_by="ops"))
+    response = post(
+        live, path, purge_body(channel, mode="before_serial", before_serial=5, requested_by="ops")
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["ok"] is True and body["operation"] == "purge" and body["channel"] == channel
     assert (body["mode"], body["before_serial"], body["before_time_ms"]) == ("before_serial", 5, None)
     assert (body["reason"], body["requested_by"], body["purged_messages"]) == ("cleanup", "ops", 4)
     assert body["purged_bytes"] > 0
-    assert body["stream"]["stream_id"] == stream_id and body["stream"]["retained"]["oldest_available_serial"] == 5
+    assert (
+        body["stream"]["stream_id"] == stream_id
+        and body["stream"]["retained"]["oldest_available_serial"] == 5
+    )
     data = page(live, channel)
     assert data["items"][-1]["serial"] == 5 and data["continuity"]["truncated_by_retention"] is True
 
@@ -268,7 +298,12 @@ def test_reset(live):
     channel = channel_name()
     old = seed(live, channel, 8)
     cursor = page(live, channel, limit=3)["next_cursor"]
-    body = {"confirm_channel": channel, "confirm_operation": "reset", "reason": "corrupted", "requested_by": "ops"}
+    body = {
+        "confirm_channel": channel,
+        "confirm_operation": "reset",
+        "reason": "corrupted",
+        "requested_by": "ops",
+    }
     response = post(live, history_path(live, channel, "/reset"), body)
     assert response.status_code == 200, response.text
     result = response.json()
@@ -295,7 +330,9 @@ def test_reset(live):
 # --------------------------------------------------------------------------- policy and errors
 
 
-def _all_four(live: LiveServer, channel: str, app_id: str | None = None, key=None, secret=None) -> list[httpx.Response]:
+def _all_four(
+    live: LiveServer, channel: str, app_id: str | None = None, key=None, secret=None
+) -> list[httpx.Response]:
     def path(suffix: str = "") -> str:
         return history_path(live, channel, suffix, app_id)
 
@@ -329,5 +366,10 @@ def test_signature_and_channel_checks(live):
     wrong = get(live, path, secret="not-the-secret")
     assert_error(wrong, 401, "auth_failed")
     assert_error(get(live, history_path(live, "nope:room")), 400, "invalid_input")  # unknown namespace
-    assert_error(get(live, history_path(live, "orders"), attach_serial="x", until_attach="true"), 400, "invalid_input")
-    assert httpx.get(f"{live.http_url}{history_path(live, 'orders', '/reset')}", timeout=10).status_code in (400, 405)
+    assert_error(
+        get(live, history_path(live, "orders"), attach_serial="x", until_attach="true"), 400, "invalid_input"
+    )
+    assert httpx.get(f"{live.http_url}{history_path(live, 'orders', '/reset')}", timeout=10).status_code in (
+        400,
+        405,
+    )

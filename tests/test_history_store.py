@@ -240,7 +240,9 @@ def test_limit_default_cap_and_zero(store, where):
 def test_serial_and_time_bounds_are_inclusive(store, where):
     seed(store, where, 20)
     assert serials(store.page(query(where, start_serial="5", end_serial="8"))) == [8, 7, 6, 5]
-    page = store.page(query(where, start_time_ms=str(T0 + 2000), end_time_ms=str(T0 + 4000), direction="oldest_first"))
+    page = store.page(
+        query(where, start_time_ms=str(T0 + 2000), end_time_ms=str(T0 + 4000), direction="oldest_first")
+    )
     assert serials(page) == [3, 4, 5]
     # HTTP aliases start/end are times.
     assert serials(store.page(query(where, start=str(T0 + 18000)))) == [20, 19]
@@ -248,7 +250,9 @@ def test_serial_and_time_bounds_are_inclusive(store, where):
     assert serials(both) == [3, 4, 5, 6]
     assert both.bounds["start_serial"] == 3 and both.bounds["end_time_ms"] == T0 + 5000
     # Bounded pages continue with cursors inside the bounds.
-    assert sum(all_pages(store, where, start_serial="4", end_serial="15", limit="4"), []) == list(range(15, 3, -1))
+    assert sum(all_pages(store, where, start_serial="4", end_serial="15", limit="4"), []) == list(
+        range(15, 3, -1)
+    )
 
 
 def test_websocket_aliases_are_serials():
@@ -264,7 +268,12 @@ def test_websocket_aliases_are_serials():
         surface="ws",
     )
     assert (q.start_serial, q.end_serial, q.until_attach, q.limit) == (3, 7, True, 1000)
-    assert HistoryQuery.parse({}, app_id="a", channel="c", max_page_size=1000, default_limit=100, surface="ws").limit == 100
+    assert (
+        HistoryQuery.parse(
+            {}, app_id="a", channel="c", max_page_size=1000, default_limit=100, surface="ws"
+        ).limit
+        == 100
+    )
 
 
 def test_bad_bounds_are_refused(where):
@@ -289,8 +298,15 @@ def test_until_attach_bounds_the_end(store, where):
     page = store.page(query(where, until_attach="true", attach_serial=9))
     assert serials(page)[0] == 9 and page.bounds["until_attach"] is True and page.bounds["attach_serial"] == 9
     assert page.bounds["end_serial"] == 9
-    assert serials(store.page(query(where, until_attach="true", attach_serial=9, end_serial="4"))) == [4, 3, 2, 1]
-    assert sum(all_pages(store, where, until_attach="1", attach_serial=9, limit="4"), []) == list(range(9, 0, -1))
+    assert serials(store.page(query(where, until_attach="true", attach_serial=9, end_serial="4"))) == [
+        4,
+        3,
+        2,
+        1,
+    ]
+    assert sum(all_pages(store, where, until_attach="1", attach_serial=9, limit="4"), []) == list(
+        range(9, 0, -1)
+    )
     with pytest.raises(InvalidQuery, match="attach"):
         query(where, until_attach="true")
     assert store.page(query(where, attach_serial=5)).bounds["attach_serial"] == 5  # reported, not applied
@@ -376,7 +392,9 @@ def test_purge_keeps_the_stream_and_its_head(store, where):
     page = store.page(query(where))
     assert page.continuity["truncated_by_retention"] is True and page.continuity["complete"] is False
     assert store.page(query(where, start_serial="4")).continuity["truncated_by_retention"] is False
-    assert store.page(query(where, start_time_ms=str(T0 + 5000))).continuity["truncated_by_retention"] is False
+    assert (
+        store.page(query(where, start_time_ms=str(T0 + 5000))).continuity["truncated_by_retention"] is False
+    )
 
     assert store.purge(*where, before_time_ms=T0 + 6000).purged_messages == 3  # serials 4, 5, 6
     assert store.purge(*where).purged_messages == 4  # all
@@ -487,7 +505,10 @@ def test_range_after_failures(store, where):
     gap = (where[0], where[1] + "-gap")
     gap_stream = seed(store, gap, 3)
     seed(store, gap, 2, stream_id=gap_stream, first=6)
-    assert failure(1, stream=gap_stream, at=gap) == ("continuity_unverifiable", "durable_history_is_not_contiguous")
+    assert failure(1, stream=gap_stream, at=gap) == (
+        "continuity_unverifiable",
+        "durable_history_is_not_contiguous",
+    )
     assert failure(6, stream=gap_stream, at=gap) is None
     assert store.page(query(gap)).continuity["complete"] is False
     store.purge(*where)
@@ -505,7 +526,13 @@ def test_async_wrappers(store, where):
     async def body():
         page = await store.apage(query(where))
         cold = await store.arange_after(*where, stream_id, 1, 10)
-        return page, cold, await store.ahead(*where), await store.astate(*where), await store.afind_by_key(*where, "x")
+        return (
+            page,
+            cold,
+            await store.ahead(*where),
+            await store.astate(*where),
+            await store.afind_by_key(*where, "x"),
+        )
 
     page, cold, head, state, missing = asyncio.run(body())
     assert serials(page) == [3, 2, 1] and [m.serial for m in cold.items] == [2, 3]
@@ -632,6 +659,29 @@ def test_a_failed_batch_raises_to_every_caller_and_the_next_batch_works(store, w
     writer.close()
 
 
+def test_a_broken_connection_is_retried_once(store, where):
+    from django.db import OperationalError
+
+    from history.writer import GroupCommitWriter
+
+    class Flaky(Spy):
+        def append(self, records) -> None:
+            if not self.batches and not getattr(self, "failed_once", False):
+                self.failed_once = True
+                raise OperationalError("server closed the connection unexpectedly")
+            super().append(records)
+
+    writer = GroupCommitWriter(Flaky(store), max_delay_ms=1)
+    stream_id = str(uuid.uuid4())
+
+    async def body() -> None:
+        await asyncio.gather(*(writer.write(record(*where, stream_id, s)) for s in range(1, 6)))
+
+    asyncio.run(body())
+    assert writer.stats()["failed_batches"] == 0 and serials(store.page(query(where))) == [5, 4, 3, 2, 1]
+    writer.close()
+
+
 def test_a_full_queue_refuses_writes_instead_of_growing():
     import threading
 
@@ -751,7 +801,9 @@ def test_redis_sequencer(redis_prefix, where):
 def test_redis_sequencer_is_seeded_from_the_durable_head(redis_prefix, store, where):
     from history.sequencer.redis import RedisSequencer
 
-    _seeded(lambda loader: RedisSequencer(head_loader=loader, url=REDIS_URL, prefix=redis_prefix), store, where)
+    _seeded(
+        lambda loader: RedisSequencer(head_loader=loader, url=REDIS_URL, prefix=redis_prefix), store, where
+    )
 
 
 _HAMMER = r"""
@@ -847,7 +899,10 @@ def test_policy_resolves_namespace_then_app_then_server(server_defaults, monkeyp
         history={"enabled": True, "retention_window_seconds": 60, "max_messages_per_channel": None},
         channel_namespaces=[
             {"name": "chat", "history": {"enabled": False}},
-            {"name": "feed", "history": {"rewind_enabled": False, "max_messages_per_channel": 50, "max_page_size": 20}},
+            {
+                "name": "feed",
+                "history": {"rewind_enabled": False, "max_messages_per_channel": 50, "max_page_size": 20},
+            },
             {"name": "bare"},
         ],
     )
@@ -865,7 +920,9 @@ def test_policy_forced_on_by_annotations(server_defaults, monkeypatch):
     from apps_admin.models import App
     from history import policy
 
-    app = App(id="p3", annotations_enabled=True, channel_namespaces=[{"name": "n", "annotations_enabled": False}])
+    app = App(
+        id="p3", annotations_enabled=True, channel_namespaces=[{"name": "n", "annotations_enabled": False}]
+    )
     assert not policy.history_enabled(app, "x")  # annotations off server-wide
     monkeypatch.setitem(server_defaults, "ANNOTATIONS_ENABLED", True)
     assert policy.history_enabled(app, "x") and not policy.history_enabled(app, "n:x")

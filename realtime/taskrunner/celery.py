@@ -41,7 +41,9 @@ class CeleryRunner(TaskRunner):
         if self._sender is None:
             with self._lock:
                 if self._sender is None:
-                    self._sender = threading.Thread(target=self._send_forever, name="sockudo-celery", daemon=True)
+                    self._sender = threading.Thread(
+                        target=self._send_forever, name="sockudo-celery", daemon=True
+                    )
                     self._sender.start()
         try:
             self._queue.put_nowait((spec, kwargs, countdown))
@@ -60,7 +62,7 @@ class CeleryRunner(TaskRunner):
 
     def check(self) -> bool:
         with self.app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
         return True
 
     def _send_forever(self) -> None:

@@ -43,7 +43,11 @@ class ChannelFilter:
             try:
                 pattern = re.compile(str(raw["channel_pattern"]))
             except re.error as exc:
-                log.warning("webhook channel_pattern %r is invalid (%s): it matches nothing", raw["channel_pattern"], exc)
+                log.warning(
+                    "webhook channel_pattern %r is invalid (%s): it matches nothing",
+                    raw["channel_pattern"],
+                    exc,
+                )
                 broken = True
         namespaces: set[str] | None = None
         if raw.get("channel_namespace") is not None:

@@ -31,10 +31,14 @@ STANDARD_HEADERS = frozenset({"content-type", "x-pusher-key", "x-pusher-signatur
 
 def encode_body(time_ms: int, events: list[dict[str, Any]]) -> bytes:
     """Compact JSON, ``time_ms`` first then ``events`` (the exact bytes that are signed)."""
-    return json.dumps({"time_ms": time_ms, "events": events}, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(
+        {"time_ms": time_ms, "events": events}, separators=(",", ":"), ensure_ascii=False
+    ).encode()
 
 
-def build_request(app: Any, hook: Webhook, time_ms: int, events: list[dict[str, Any]]) -> tuple[bytes, dict[str, str]]:
+def build_request(
+    app: Any, hook: Webhook, time_ms: int, events: list[dict[str, Any]]
+) -> tuple[bytes, dict[str, str]]:
     """Body and headers of one POST: the standard Pusher headers, then the webhook's own (which
     cannot replace the standard ones)."""
     body = encode_body(time_ms, events)
@@ -81,7 +85,12 @@ def deliver(
         return
     hook = webhooks_of(app).find(webhook, target)
     if hook is None:
-        log.info("webhook job %s: app %s no longer has a webhook for %s; dropped", job.get("job_id"), app_id, target)
+        log.info(
+            "webhook job %s: app %s no longer has a webhook for %s; dropped",
+            job.get("job_id"),
+            app_id,
+            target,
+        )
         return
     payload = job["payload"]
     events = [e for e in payload["events"] if hook.accepts(e)]
@@ -89,7 +98,12 @@ def deliver(
         return
     if hook.url is None:
         # Lambda targets need an AWS SDK this build does not ship (see README, Webhooks).
-        log.error("app %s: webhook #%d targets Lambda %s, which is not supported; dropped", app_id, hook.index, target)
+        log.error(
+            "app %s: webhook #%d targets Lambda %s, which is not supported; dropped",
+            app_id,
+            hook.index,
+            target,
+        )
         metrics.DELIVERIES.labels(app_id, FAILED).inc()
         return
     body, headers = build_request(app, hook, int(payload["time_ms"]), events)
@@ -98,7 +112,9 @@ def deliver(
     attempts = attempt + 1
     if outcome == SUCCESS:
         metrics.DELIVERIES.labels(app_id, SUCCESS).inc()
-        log.debug("webhook %s for app %s delivered (%d events, attempt %d)", target, app_id, len(events), attempts)
+        log.debug(
+            "webhook %s for app %s delivered (%d events, attempt %d)", target, app_id, len(events), attempts
+        )
         return
     if outcome == RETRY:
         policy = RetryPolicy.from_settings(settings, hook.retry)
@@ -106,7 +122,12 @@ def deliver(
         if delay is not None:
             metrics.DELIVERIES.labels(app_id, RETRY).inc()
             log.warning(
-                "webhook %s for app %s: %s (attempt %d); retrying in %.1fs", target, app_id, detail, attempts, delay / 1000
+                "webhook %s for app %s: %s (attempt %d); retrying in %.1fs",
+                target,
+                app_id,
+                detail,
+                attempts,
+                delay / 1000,
             )
             raise Retry(delay / 1000, attempt=attempts, first_attempt_ms=first_attempt_ms)
         detail += f"; retry policy exhausted after {attempts} attempts"

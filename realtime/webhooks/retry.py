@@ -36,7 +36,9 @@ class RetryPolicy:
     max_backoff_ms: int = 60_000
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> RetryPolicy:
+    def from_settings(
+        cls, settings: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+    ) -> RetryPolicy:
         """The server's policy with a webhook's ``retry`` fields overriding it one by one."""
         o = overrides or {}
         max_attempts = o.get("max_attempts", settings["WEBHOOK_RETRY_MAX_ATTEMPTS"] or None)

@@ -9,11 +9,16 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from realtime.api.handler import APIHandler, is_api_path  # noqa: E402
 from realtime.routing import websocket_application  # noqa: E402
+
+api_asgi_app = APIHandler()
 
 
 def application(scope, receive, send):
-    """Route by protocol; returns the handler's coroutine directly (no extra frame per socket)."""
+    """Route by protocol and path; returns the handler's coroutine directly (no extra frame)."""
     if scope["type"] == "websocket":
         return websocket_application(scope, receive, send)
+    if scope["type"] == "http" and is_api_path(scope.get("path", "")):
+        return api_asgi_app(scope, receive, send)
     return django_asgi_app(scope, receive, send)

@@ -7,6 +7,7 @@ collect the ``info`` the caller asked for.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +64,9 @@ async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[
                 extras=extras,
             )
             frame = OutFrame(text, v2, position=identity)
+            if history_enabled(app, channel):
+                # Acknowledged only once durable: the writer commits concurrent publishes together.
+                await write_history(app, channel, pub, frame, identity)
             engine.remember(app, channel, frame)
             receipts[channel] = {"acknowledgement_id": message_id}
         elif pub.tags or extras or pub.message_id:
@@ -87,6 +91,36 @@ async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[
     for channel in pub.channels:
         result[channel] = {**receipts.get(channel, {}), **await channel_info(engine, app, channel, pub.info)}
     return result
+
+
+def history_enabled(app: App, channel: str) -> bool:
+    from history.policy import history_enabled as enabled
+
+    return enabled(app, channel)
+
+
+async def write_history(app: App, channel: str, pub: Publication, frame: OutFrame, identity: tuple) -> None:
+    from history.records import HistoryRecord
+    from history.writer import get_writer
+
+    from .adapters.base import AdapterUnavailable
+
+    message_id, stream_id, serial = identity
+    record = HistoryRecord(
+        app_id=app.id,
+        channel=channel,
+        stream_id=stream_id,
+        serial=serial,
+        message_id=message_id,
+        event_name=pub.name,
+        published_at_ms=int(time.time() * 1000),
+        payload=frame.v2_text,
+        idempotency_key=pub.idempotency_key,
+    )
+    try:
+        await get_writer().write(record)
+    except Exception as exc:  # HistoryWriteFailed / HistoryBackpressure: never a silent success
+        raise AdapterUnavailable(f"history write failed: {exc}") from exc
 
 
 async def channel_info(engine: Engine, app: App, channel: str, info: frozenset[str]) -> dict[str, Any]:

@@ -143,13 +143,32 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "Seconds a SIGTERM/SIGINT drain may take (sockets closed with 4200, cluster cleanup) before exit.",
     ),
-    Setting("HEALTH_CHECK_TIMEOUT_MS", 2000, int, "Budget of each /up dependency check (app store, adapter)."),
-    Setting("HTTP_API_USAGE_ENABLED", True, bool, "Serve /usage, /stats and /operator/stats (unauthenticated)."),
+    Setting(
+        "HEALTH_CHECK_TIMEOUT_MS", 2000, int, "Budget of each /up dependency check (app store, adapter)."
+    ),
+    Setting(
+        "HTTP_API_USAGE_ENABLED", True, bool, "Serve /usage, /stats and /operator/stats (unauthenticated)."
+    ),
     Setting("METRICS_ENABLED", True, bool, "Serve Prometheus metrics on /metrics."),
-    Setting("CONNECTION_RECOVERY_ENABLED", False, bool, "Protocol V2 recovery: message identity and sockudo:resume."),
+    Setting(
+        "CONNECTION_RECOVERY_ENABLED",
+        False,
+        bool,
+        "Protocol V2 recovery: message identity and sockudo:resume.",
+    ),
     Setting("CONNECTION_RECOVERY_BUFFER_TTL", 120, int, "Seconds a message stays in the hot replay buffer."),
-    Setting("CONNECTION_RECOVERY_MAX_BUFFER_SIZE", 100, int, "Messages per channel in the hot replay buffer (and per resume)."),
-    Setting("IDEMPOTENCY_ENABLED", True, bool, "Replay the first response to an HTTP publish retried with the same key."),
+    Setting(
+        "CONNECTION_RECOVERY_MAX_BUFFER_SIZE",
+        100,
+        int,
+        "Messages per channel in the hot replay buffer (and per resume).",
+    ),
+    Setting(
+        "IDEMPOTENCY_ENABLED",
+        True,
+        bool,
+        "Replay the first response to an HTTP publish retried with the same key.",
+    ),
     Setting("IDEMPOTENCY_TTL_SECONDS", 120, int, "How long a publish idempotency key is remembered."),
     # Durable history (Protocol V2); app and namespace ``history`` overrides win (history/policy.py).
     Setting(

@@ -42,6 +42,9 @@ class Connection:
         "closed",
         "echo",
         "presence_rate",
+        "hold",
+        "attach",
+        "history_in_flight",
         "__weakref__",
     )
 
@@ -66,6 +69,9 @@ class Connection:
         self.closed = False
         self.echo = True  # V2: receive own client events (echo_messages)
         self.presence_rate: dict[str, tuple[float, int]] | None = None  # V2 presence_update limit
+        self.hold: dict[str, list] | None = None  # V2: live frames held while a channel attaches
+        self.attach: dict[str, int] = {}  # V2: attach serial per channel with history
+        self.history_in_flight = 0
 
     @property
     def effective_user_id(self) -> str | None:

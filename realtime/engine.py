@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 from django.utils.module_loading import import_string
 
-from . import handlers, metrics, recovery
+from . import handlers, metrics, recovery, v2_history
 from .conf import adapter_path, server_settings
 from .connection import Connection
 from .events import EventSink, make_sink
@@ -61,6 +61,7 @@ class Engine:
         self.hot = HotBuffer()
         self._sequencer: Any = None
         self._sweeper: asyncio.Task | None = None
+        self._purger: asyncio.Task | None = None
         self._flusher: asyncio.Task | None = None
         self.stats = metrics.STATS  # plain counters; realtime.metrics flushes them to Prometheus
         self.accepting = True  # False once a graceful shutdown began
@@ -72,18 +73,24 @@ class Engine:
             "signin": handlers.signin,
             "presence_update": handlers.presence_update,
             "resume": recovery.resume,
+            "channel_history": v2_history.channel_history,
         }
 
     async def start(self) -> None:
         await self.adapter.start()
         loop = asyncio.get_running_loop()
         self._sweeper = loop.create_task(self._sweep_forever())
+        from history.retention import purge_forever
+
+        self._purger = loop.create_task(purge_forever())
         if metrics.MULTIPROCESS:
             self._flusher = loop.create_task(metrics.flush_forever(self))
 
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
+        if self._purger:
+            self._purger.cancel()
         if self._flusher:
             self._flusher.cancel()
         try:  # before the adapter stops: delayed leave events re-check cluster state through it
@@ -215,6 +222,10 @@ class Engine:
                     pending = handler(self, conn, frame)
                     if pending is not None:
                         return self._guard(conn, pending)
+            elif frame.event == "channel_history":  # V2 accepts the bare name too
+                pending = v2_history.channel_history(self, conn, frame)
+                if pending is not None:
+                    return self._guard(conn, pending)
             elif frame.event.startswith("client-"):
                 handlers.client_event(self, conn, frame)
             # Other event names are ignored, as Pusher does.
@@ -299,6 +310,9 @@ class Engine:
                 out = v1
             if out is None or out is _SKIP:
                 continue
+            if conn.hold is not None and channel in conn.hold:
+                conn.hold[channel].append(out)  # attaching (V2): released after the ack
+                continue
             if conn.outlet.send(out):
                 sent += 1
             elif slow is None:
@@ -327,8 +341,12 @@ class Engine:
 
     # -- Protocol V2 message identity ----------------------------------------------------------
     def identity_enabled(self, app: App, channel: str) -> bool:
-        """Broadcasts carry message_id/stream_id/serial when recovery (or history) is on."""
-        return recovery_settings(app)[0]
+        """Broadcasts carry message_id/stream_id/serial when recovery or history is on."""
+        if recovery_settings(app)[0]:
+            return True
+        from history.policy import history_enabled
+
+        return history_enabled(app, channel)
 
     @property
     def sequencer(self) -> Any:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from . import v2_history
 from .adapters.base import AdapterUnavailable
 from .outlets import OutFrame
 from .protocol import errors, frames
@@ -37,6 +38,7 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitabl
     if reason:
         raise errors.channel_error(reason)
     kind = kind_of(channel)
+    rewind = _rewind_option(conn, channel, data.get("rewind"))
     if channel in conn.channels:  # idempotent: confirm again, no second member_added
         if kind.presence:
             return _confirm_presence(engine, conn, channel)
@@ -87,18 +89,44 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitabl
             except ProtocolError as error:
                 _reject(engine, conn, channel, error, 401)
                 return None
-            return _join_presence(engine, conn, channel, user_id, user_info)
+            return _join_presence(engine, conn, channel, user_id, user_info, rewind)
+    attaching = conn.protocol == 2 and engine.identity_enabled(app, channel)
+    if attaching:
+        v2_history.hold(conn, channel)
     engine.registry.join(conn, channel)
     conn.channels[channel] = None
     if kind.requires_auth:
         conn.auth_deadline = 0.0
+    if attaching:
+        return _attach_then(engine, conn, channel, rewind, kind.cache, None)
     engine.send(conn, frames.subscription_succeeded(channel))
     _after_join(engine, conn, channel, kind.cache)
     return None
 
 
+def _rewind_option(conn: Connection, channel: str, raw: Any) -> tuple[str, int] | None:
+    """Validate ``rewind`` (V2, history and rewind enabled for the channel); 4300 otherwise."""
+    if raw is None:
+        return None
+    if conn.protocol != 2:
+        raise errors.channel_error("Channel rewind is only supported on protocol V2")
+    rewind = v2_history.parse_rewind(raw)
+    policy = v2_history.history_policy(conn.app, channel)
+    if not (policy.enabled and policy.rewind_enabled):
+        raise errors.channel_error(f"Rewind is not enabled for {channel}")
+    return rewind
+
+
+async def _attach_then(
+    engine: Engine, conn: Connection, channel: str, rewind: Any, cache: bool, presence: dict | None
+) -> None:
+    await v2_history.attach(engine, conn, channel, rewind, presence)
+    if not conn.closed:
+        _after_join(engine, conn, channel, cache)
+
+
 async def _join_presence(
-    engine: Engine, conn: Connection, channel: str, user_id: str, user_info: Any
+    engine: Engine, conn: Connection, channel: str, user_id: str, user_info: Any, rewind: Any = None
 ) -> None:
     """Join a presence channel: the adapter decides membership for the whole cluster."""
     app = conn.app
@@ -115,6 +143,9 @@ async def _join_presence(
     if conn.closed:  # the socket went away while the cluster answered: undo
         await engine.adapter.presence_leave(app.id, channel, conn.socket_id, user_id)
         return
+    attaching = conn.protocol == 2 and engine.identity_enabled(app, channel)
+    if attaching:
+        v2_history.hold(conn, channel)
     engine.registry.join(conn, channel)
     engine.registry.add_member(conn, channel, user_id, user_info)
     conn.channels[channel] = user_id
@@ -125,6 +156,11 @@ async def _join_presence(
         added = OutFrame(frames.member_added(channel, user_id, user_info))
         engine.adapter.broadcast(app.id, channel, added, conn.socket_id)
         engine.member_joined(app.id, channel, user_id)
+    if attaching:
+        await _attach_then(
+            engine, conn, channel, rewind, kind_of(channel).cache, _presence_payload(joined.members)
+        )
+        return
     engine.send(conn, frames.subscription_succeeded(channel, _presence_payload(joined.members)))
     _after_join(engine, conn, channel, kind_of(channel).cache)
 

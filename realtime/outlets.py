@@ -39,7 +39,7 @@ class OutFrame:
         self._v2_given = v2 is not None
         self.v2_text = v2  # the explicit V2 text (shipped to other nodes as is), if any
         if v2 is not None:
-            self._v2 = OutFrame(v2) if v2 != text else self
+            self._v2 = OutFrame(v2, position=position) if v2 != text else self
 
     @classmethod
     def v2_only(cls, text: str) -> OutFrame:

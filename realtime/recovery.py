@@ -116,9 +116,8 @@ class HotBuffer:
 
 
 # -- sockudo:resume ------------------------------------------------------------------------------
-def resume(engine: Any, conn: Any, frame: Any) -> None:
-    """Replay what a reconnecting V2 client missed, channel by channel, then ``resume_success``."""
-    from .outlets import OutFrame
+def resume(engine: Any, conn: Any, frame: Any) -> Any:
+    """Validate a ``sockudo:resume``; the replay itself may read durable history, so it is async."""
     from .protocol import errors, frames
 
     app = conn.app
@@ -132,7 +131,7 @@ def resume(engine: Any, conn: Any, frame: Any) -> None:
         positions = {ch: {"serial": serial} for ch, serial in data["channel_serials"].items()}
     if not isinstance(positions, dict) or not positions:
         raise errors.ProtocolError(errors.WATCHLIST_LIMIT, "No channel recovery positions provided")
-    recovered, failed = [], []
+    parsed = []
     for channel, position in positions.items():
         if not isinstance(channel, str) or not isinstance(position, dict):
             raise errors.invalid_format("channel_positions must map channel names to positions")
@@ -140,31 +139,55 @@ def resume(engine: Any, conn: Any, frame: Any) -> None:
             serial = int(position.get("serial"))
         except (TypeError, ValueError):
             raise errors.invalid_format(f"Invalid serial for channel {channel}") from None
-        stream_id = position.get("stream_id")
+        parsed.append((channel, position.get("stream_id"), serial, position.get("last_message_id")))
+    from . import v2_history
+
+    for channel, *_ in parsed:  # live frames wait until the channel's replay is done
+        if channel in conn.channels:
+            v2_history.hold(conn, channel)
+    return _resume(engine, conn, parsed)
+
+
+async def _resume(engine: Any, conn: Any, parsed: list) -> None:
+    from . import v2_history
+    from .outlets import OutFrame
+    from .protocol import frames
+
+    app = conn.app
+    _enabled, _ttl, max_size = recovery_settings(app)
+    recovered, failed = [], []
+    for channel, stream_id, serial, last_message_id in parsed:
         replay = engine.hot.after(app, channel, stream_id, serial)
-        if replay.frames is None:
-            code, reason = replay.failure
-            if stream_id is None and code == "position_expired":
-                code, reason = (
-                    "continuity_unverifiable",
-                    "legacy_serial_only_position_cannot_use_cold_recovery",
-                )
+        items, source, failure = replay.frames, "hot", None
+        if items is None:
             failure = {
                 "channel": channel,
-                "code": code,
-                "reason": reason,
+                "code": replay.failure[0],
+                "reason": replay.failure[1],
                 "expected_stream_id": stream_id,
                 "current_stream_id": replay.stream_id,
                 "oldest_available_serial": replay.oldest,
                 "newest_available_serial": replay.newest,
             }
+            if stream_id is None:
+                failure["code"] = "continuity_unverifiable"
+                failure["reason"] = "legacy_serial_only_position_cannot_use_cold_recovery"
+            elif replay.failure[0] == "position_expired" and v2_history.history_policy(app, channel).enabled:
+                cold = await v2_history.cold_replay(engine, conn, channel, stream_id, serial, max_size)
+                if cold.failure is None:
+                    items, source, failure = [_Stored(i) for i in cold.items], "cold", None
+                else:
+                    failure = cold.failure_data(channel)
+        if failure is not None:
             failed.append(failure)
             engine.send(conn, frames.encode("pusher:resume_failed", frames.dumps(failure), channel))
+            v2_history.release(engine, conn, channel, 0, set())
             continue
-        last_message_id = position.get("last_message_id")
         replayed, last = 0, None
-        for item in replay.frames:
+        seen = set()
+        for item in items:
             last = item
+            seen.add(item.message_id)
             if item.message_id == last_message_id:
                 continue
             engine.send_frame(conn, OutFrame(None, item.text))
@@ -172,17 +195,25 @@ def resume(engine: Any, conn: Any, frame: Any) -> None:
         recovered.append(
             {
                 "channel": channel,
-                "source": "hot",
+                "source": source,
                 "replayed": replayed,
                 "position": None
                 if last is None
-                else {
-                    "stream_id": replay.stream_id,
-                    "serial": last.serial,
-                    "last_message_id": last.message_id,
-                },
+                else {"stream_id": stream_id, "serial": last.serial, "last_message_id": last.message_id},
             }
         )
+        v2_history.release(engine, conn, channel, last.serial if last else serial, seen)
     engine.send(
         conn, frames.encode("pusher:resume_success", frames.dumps({"recovered": recovered, "failed": failed}))
     )
+
+
+class _Stored:
+    """A durable history row seen as a replay item."""
+
+    __slots__ = ("serial", "message_id", "text")
+
+    def __init__(self, stored: Any) -> None:
+        self.serial = stored.serial
+        self.message_id = stored.message_id
+        self.text = stored.payload

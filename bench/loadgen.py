@@ -219,7 +219,7 @@ def target_config(args: argparse.Namespace) -> dict:
     if "/app/" in ws.path:
         path = ws.path + (f"?{ws.query}" if ws.query else "")
     else:
-        path = f"{ws.path.rstrip('/')}/app/{args.key}?protocol=7&client=bench&version=1&flash=false"
+        path = f"{ws.path.rstrip('/')}/app/{args.key}?protocol={args.protocol}&client=bench&version=1&flash=false"
     ip = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
     default_port = (tls and port == 443) or (not tls and port == 80)
     return {
@@ -397,6 +397,8 @@ class PusherSocket(asyncio.BufferedProtocol):
         try:
             msg = json.loads(payload)
             event = msg.get("event")
+            if isinstance(event, str) and event.startswith("sockudo"):  # Protocol V2 spellings
+                event = "pusher" + event[len("sockudo") :]
         except (ValueError, AttributeError):
             self.fleet.unparsable += 1
             return
@@ -1428,6 +1430,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("target")
     g.add_argument("--ws-url", default="ws://127.0.0.1:6001", help="server base URL (ws:// or wss://)")
+    g.add_argument("--protocol", type=int, default=7, help="7 = Pusher protocol (V1), 2 = Sockudo Protocol V2")
     g.add_argument("--http-url", default="http://127.0.0.1:6001", help="HTTP API base URL")
     g.add_argument("--app-id", default="1001")
     g.add_argument("--key", default="app-key")

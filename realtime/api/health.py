@@ -135,9 +135,25 @@ def _store_section() -> dict[str, Any]:
     }
 
 
+def _history_section() -> dict[str, Any]:
+    """Durable history: on or off by default, and the group-commit writer's batch figures."""
+    from history.writer import get_writer
+    from realtime.conf import server_settings
+
+    settings = server_settings()
+    writer = get_writer().stats()
+    return {
+        **_store_section(),
+        "enabled": bool(settings["HISTORY_ENABLED"]),
+        "backend": settings["HISTORY_STORE_DRIVER"],
+        "queue_depth": writer["queue_depth"],
+        "writer": writer,
+    }
+
+
 # Sections of /stats other subsystems provide: name -> function returning the section's JSON.
 STATS_SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
-    "history": _store_section,
+    "history": _history_section,
     "presence_history": _store_section,
 }
 

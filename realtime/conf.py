@@ -151,6 +151,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("METRICS_ENABLED", True, bool, "Serve Prometheus metrics on /metrics."),
     Setting(
+        "PRESENCE_V2_UNGRACEFUL_TIMEOUT_SECONDS",
+        15,
+        int,
+        "Seconds a V2 socket that dropped stays a presence member (a quick reconnect shows no leave).",
+    ),
+    Setting(
         "CONNECTION_RECOVERY_ENABLED",
         False,
         bool,

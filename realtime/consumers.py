@@ -41,6 +41,8 @@ class RealtimeConsumer(AsyncConsumer):
                         if pending is not None:
                             await pending
                 elif kind == "websocket.disconnect":
+                    if conn is not None:
+                        engine.disconnect(conn, message.get("code"))
                     return
         finally:
             if conn is not None:

@@ -48,6 +48,7 @@ class Engine:
         self.max_connections = int(s["SOCKUDO_MAX_CONNECTIONS"])
         self.user_auth_timeout = float(s["USER_AUTHENTICATION_TIMEOUT"])
         self.cache_ttl = float(s["CACHE_CHANNEL_TTL"])
+        self.presence_v2_lease = float(s["PRESENCE_V2_UNGRACEFUL_TIMEOUT_SECONDS"])
         self.watchlist_max = int(s["WATCHLIST_MAX_SIZE"])
         self.sweep_interval = float(s["HEARTBEAT_SWEEP_INTERVAL"])
         self.count_interval = float(s["SUBSCRIPTION_COUNT_INTERVAL"])
@@ -174,9 +175,14 @@ class Engine:
             raise errors.unsupported_protocol(version)
         return version, True
 
-    def disconnect(self, conn: Connection) -> None:
-        """The socket is gone (client closed, network dropped, or we closed it)."""
-        self._cleanup(conn)
+    def disconnect(self, conn: Connection, code: int | None = None) -> None:
+        """The socket is gone (client closed, network dropped, or we closed it).
+
+        A V2 socket that dropped without a clean close (not 1000/1001) keeps its presence
+        membership for ``PRESENCE_V2_UNGRACEFUL_TIMEOUT_SECONDS`` (V1: removed at once)."""
+        abrupt = code not in (1000, 1001, None)
+        lease = self.presence_v2_lease if conn.protocol == 2 and abrupt else 0.0
+        self._cleanup(conn, lease)
 
     def close(self, conn: Connection, code: int, reason: str, error: ProtocolError | None = None) -> None:
         """Close a socket from the server side, optionally after an error frame."""
@@ -187,12 +193,12 @@ class Engine:
         conn.outlet.close(code, reason)
         self._cleanup(conn)
 
-    def _cleanup(self, conn: Connection) -> None:
+    def _cleanup(self, conn: Connection, lease: float = 0.0) -> None:
         if conn.closed:
             return
         conn.closed = True
         for channel in list(conn.channels):
-            handlers.leave_channel(self, conn, channel)
+            handlers.leave_channel(self, conn, channel, lease)
         if conn.user_id is not None:
             handlers.forget_user(self, conn)
         self.registry.remove_connection(conn)

@@ -6,6 +6,7 @@ the engine turns that into the protocol's error frame (or close).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
@@ -233,7 +234,9 @@ def unsubscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
         leave_channel(engine, conn, channel)
 
 
-def leave_channel(engine: Engine, conn: Connection, channel: str) -> None:
+def leave_channel(engine: Engine, conn: Connection, channel: str, lease: float = 0.0) -> None:
+    """Leave a channel. ``lease`` > 0 (a V2 socket that dropped) keeps its presence membership
+    that long, so a quick reconnect of the same user causes no member_removed/member_added pair."""
     user_id = conn.channels.pop(channel, None)
     if kind_of(channel).server_to_user:
         return  # never joined the registry (delivery goes through the user index)
@@ -241,12 +244,16 @@ def leave_channel(engine: Engine, conn: Connection, channel: str) -> None:
     engine.registry.leave(conn, channel)
     engine.adapter.channel_changed(app_id, channel)
     if user_id is not None:
-        engine.registry.remove_member(conn, channel, user_id)
-        engine.spawn(_leave_presence(engine, app_id, channel, conn.socket_id, user_id))
+        engine.spawn(_leave_presence(engine, conn, app_id, channel, user_id, lease))
 
 
-async def _leave_presence(engine: Engine, app_id: str, channel: str, socket_id: str, user_id: str) -> None:
-    if await engine.adapter.presence_leave(app_id, channel, socket_id, user_id) is not None:
+async def _leave_presence(
+    engine: Engine, conn: Connection, app_id: str, channel: str, user_id: str, lease: float
+) -> None:
+    if lease > 0:
+        await asyncio.sleep(lease)
+    engine.registry.remove_member(conn, channel, user_id)
+    if await engine.adapter.presence_leave(app_id, channel, conn.socket_id, user_id) is not None:
         engine.adapter.broadcast(app_id, channel, OutFrame(frames.member_removed(channel, user_id)))
         engine.member_left_cluster(app_id, channel, user_id)
 

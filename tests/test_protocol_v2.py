@@ -209,3 +209,40 @@ def test_sockudo_python_client_receives_events_over_v2(server):
         await client.disconnect()
 
     run(body())
+
+
+def test_v2_presence_lease_hides_a_quick_reconnect(server_factory):
+    live = server_factory({"PRESENCE_V2_UNGRACEFUL_TIMEOUT_SECONDS": "2"})
+    channel = "presence-lease"
+
+    async def join(client, user_id):
+        data = json.dumps({"user_id": user_id})
+        auth = sign_channel(live.key, live.secret, client.socket_id, channel, data)
+        await client.send("sockudo:subscribe", {"channel": channel, "auth": auth, "channel_data": data})
+        await client.expect("sockudo_internal:subscription_succeeded", channel)
+
+    def drop(client):
+        client.ws.transport.abort()  # no close frame: an abrupt disconnect (1006 on the server)
+
+    async def body():
+        watcher = await connect_v2(live)
+        await join(watcher, "watcher")
+        mobile = await connect_v2(live)
+        await join(mobile, "mobile")
+        await watcher.expect("sockudo_internal:member_added", channel)
+        drop(mobile)
+        await asyncio.sleep(0.5)
+        back = await connect_v2(live)  # the same user is back within the lease
+        await join(back, "mobile")
+        await asyncio.sleep(2.5)  # past the old socket's lease
+        events = [f["event"] for f in await watcher.nothing(0.3)]
+        assert (
+            "sockudo_internal:member_removed" not in events and "sockudo_internal:member_added" not in events
+        )
+        drop(back)  # gone for good: removed once the lease ends, not before
+        assert [f for f in await watcher.nothing(1.0) if "member_removed" in f.get("event", "")] == []
+        removed = await watcher.expect("sockudo_internal:member_removed", channel, timeout=5)
+        assert json.loads(removed["data"]) == {"user_id": "mobile"}
+        await watcher.close()
+
+    run(body())

@@ -327,7 +327,7 @@ async function publishAndReceive(args, channelName) {
 
 const scenarios = {
   async public(args) {
-    await publishAndReceive(args, `interop-public-${rand()}`);
+    await publishAndReceive(args, args.channel || `interop-public-${rand()}`);
   },
 
   async private(args) {

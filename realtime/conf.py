@@ -156,6 +156,10 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "Seconds a V2 socket that dropped stays a presence member (a quick reconnect shows no leave).",
     ),
+    Setting("EVENT_NAME_FILTERING_ENABLED", True, bool, "V2 subscriptions may filter by event names."),
+    Setting(
+        "TAG_FILTERING_ENABLED", False, bool, "V2 subscriptions may filter by tags and JMESPath expressions."
+    ),
     Setting(
         "CONNECTION_RECOVERY_ENABLED",
         False,

@@ -45,6 +45,7 @@ class Connection:
         "hold",
         "attach",
         "history_in_flight",
+        "filters",
         "__weakref__",
     )
 
@@ -72,6 +73,7 @@ class Connection:
         self.hold: dict[str, list] | None = None  # V2: live frames held while a channel attaches
         self.attach: dict[str, int] = {}  # V2: attach serial per channel with history
         self.history_in_flight = 0
+        self.filters: dict[str, object] | None = None  # V2: channel -> subscription filter
 
     @property
     def effective_user_id(self) -> str | None:

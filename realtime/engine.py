@@ -316,6 +316,8 @@ class Engine:
                 out = v1
             if out is None or out is _SKIP:
                 continue
+            if conn.filters is not None and not passes(conn, channel, frame):
+                continue
             if conn.hold is not None and channel in conn.hold:
                 conn.hold[channel].append(out)  # attaching (V2): released after the ack
                 continue
@@ -476,6 +478,15 @@ class Engine:
 
 
 _SKIP = OutFrame(None)
+
+
+def passes(conn: Connection, channel: str, frame: OutFrame) -> bool:
+    """A V2 subscription filter's verdict on an application event (system frames always pass)."""
+    rule = conn.filters.get(channel) if conn.filters else None
+    if rule is None:
+        return True
+    view = frame.view
+    return view is None or rule.matches(view)
 
 
 def _wants_v2(scope: dict[str, Any]) -> bool:

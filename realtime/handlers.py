@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import v2_history
 from .adapters.base import AdapterUnavailable
+from .conf import server_settings
 from .outlets import OutFrame
-from .protocol import errors, frames
+from .protocol import errors, filters, frames
 from .protocol.channels import SERVER_TO_USER_PREFIX, kind_of, validate_name
 from .protocol.errors import ProtocolError
 from .protocol.signatures import channel_string, user_string, verify_auth
@@ -40,6 +41,8 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitabl
         raise errors.channel_error(reason)
     kind = kind_of(channel)
     rewind = _rewind_option(conn, channel, data.get("rewind"))
+    if conn.protocol == 2:
+        _set_filter(conn, channel, data)
     if channel in conn.channels:  # idempotent: confirm again, no second member_added
         if kind.presence:
             return _confirm_presence(engine, conn, channel)
@@ -103,6 +106,27 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitabl
     engine.send(conn, frames.subscription_succeeded(channel))
     _after_join(engine, conn, channel, kind.cache)
     return None
+
+
+def _set_filter(conn: Connection, channel: str, data: dict) -> None:
+    """Compile the V2 subscription's ``filter`` / ``tags_filter`` (4000 when invalid)."""
+    s = server_settings()
+    try:
+        rule = filters.parse(
+            data.get("filter"),
+            data.get("tags_filter"),
+            tags_enabled=s["TAG_FILTERING_ENABLED"],
+            events_enabled=s["EVENT_NAME_FILTERING_ENABLED"],
+        )
+    except filters.FilterError as exc:
+        raise errors.invalid_format(str(exc)) from None
+    if rule is None:
+        if conn.filters:
+            conn.filters.pop(channel, None)
+        return
+    if conn.filters is None:
+        conn.filters = {}
+    conn.filters[channel] = rule
 
 
 def _rewind_option(conn: Connection, channel: str, raw: Any) -> tuple[str, int] | None:
@@ -238,6 +262,8 @@ def leave_channel(engine: Engine, conn: Connection, channel: str, lease: float =
     """Leave a channel. ``lease`` > 0 (a V2 socket that dropped) keeps its presence membership
     that long, so a quick reconnect of the same user causes no member_removed/member_added pair."""
     user_id = conn.channels.pop(channel, None)
+    if conn.filters:
+        conn.filters.pop(channel, None)
     if kind_of(channel).server_to_user:
         return  # never joined the registry (delivery goes through the user index)
     app_id = conn.app.id

@@ -21,6 +21,9 @@ from .protocol.frames import to_v2
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+_UNSET = object()
+
+
 class OutFrame:
     """One encoded outbound frame, shared by every recipient; WebSocket bytes built on first use.
 
@@ -29,11 +32,12 @@ class OutFrame:
     ``sockudo:`` spelling of system events). ``v2_only`` frames never reach V1 connections.
     """
 
-    __slots__ = ("text", "_wire", "_v2", "_v2_given", "v2_text", "position")
+    __slots__ = ("text", "_wire", "_v2", "_v2_given", "v2_text", "position", "_view")
 
     def __init__(self, text: str | None, v2: str | None = None, position: tuple | None = None) -> None:
         self.text = text
         self.position = position  # V2 identity (message_id, stream_id, serial), if it has one
+        self._view: Any = _UNSET
         self._wire: bytes | None = None
         self._v2: OutFrame | None = None
         self._v2_given = v2 is not None
@@ -44,6 +48,17 @@ class OutFrame:
     @classmethod
     def v2_only(cls, text: str) -> OutFrame:
         return cls(None, text)
+
+    @property
+    def view(self) -> Any:
+        """What V2 subscription filters see (parsed once per broadcast, only when a filtered
+        subscriber asks; None for system frames, which filters never hide)."""
+        if self._view is _UNSET:
+            from .protocol.filters import message_from_frame
+
+            text = self.v2_text or self.text
+            self._view = message_from_frame(text) if text else None
+        return self._view
 
     @property
     def v2(self) -> OutFrame | None:

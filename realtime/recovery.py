@@ -150,6 +150,7 @@ def resume(engine: Any, conn: Any, frame: Any) -> Any:
 
 async def _resume(engine: Any, conn: Any, parsed: list) -> None:
     from . import v2_history
+    from .engine import passes
     from .outlets import OutFrame
     from .protocol import frames
 
@@ -190,7 +191,10 @@ async def _resume(engine: Any, conn: Any, parsed: list) -> None:
             seen.add(item.message_id)
             if item.message_id == last_message_id:
                 continue
-            engine.send_frame(conn, OutFrame(None, item.text))
+            frame = OutFrame(None, item.text)
+            if not passes(conn, channel, frame):  # filtered subscriptions replay filtered
+                continue
+            engine.send_frame(conn, frame)
             replayed += 1
         recovered.append(
             {

@@ -123,9 +123,13 @@ async def _rewind(
         raise errors.broadcast_error("history unavailable for rewind") from None
     items = list(reversed(page.items))  # oldest -> newest
     seen = set()
+    from .engine import passes
+
     for item in items:
         seen.add(item.message_id)
-        engine.send_frame(conn, OutFrame(None, item.payload))
+        frame = OutFrame(None, item.payload)
+        if passes(conn, channel, frame):  # the subscription's filter applies to rewind too
+            engine.send_frame(conn, frame)
     last = items[-1].serial if items else 0
     live = release(engine, conn, channel, max(last, head), seen)
     truncated_by_limit = page.has_more or (kind == "count" and amount > cap and len(items) == cap)

@@ -23,6 +23,7 @@ from .events import EventSink, make_sink
 from .origins import origin_allowed
 from .outlets import OutFrame, make_outlet
 from .protocol import errors, frames
+from .protocol.channels import META_PREFIX
 from .protocol.errors import ProtocolError
 from .recovery import HotBuffer, recovery_settings
 from .registry import Registry
@@ -401,6 +402,10 @@ class Engine:
     # -- subscription_count --------------------------------------------------------------------
     def cluster_count_changed(self, app_id: str, channel: str, before: int, after: int) -> None:
         """A channel's cluster-wide subscription count moved from ``before`` to ``after``."""
+        if channel.startswith(META_PREFIX):
+            return  # metachannels have no lifecycle events of their own
+        if before != after:
+            self._meta_counts(app_id, channel, before, after)
         if before == 0 and after > 0:
             self.events.emit(app_id, {"name": "channel_occupied", "channel": channel})
         elif before > 0 and after == 0:
@@ -416,9 +421,29 @@ class Engine:
 
     def member_joined(self, app_id: str, channel: str, user_id: str) -> None:
         self.events.emit(app_id, {"name": "member_added", "channel": channel, "user_id": user_id})
+        self.meta_event(app_id, channel, "member_added", {"channel": channel, "user_id": user_id})
 
     def member_left_cluster(self, app_id: str, channel: str, user_id: str) -> None:
         self.events.emit(app_id, {"name": "member_removed", "channel": channel, "user_id": user_id})
+        self.meta_event(app_id, channel, "member_removed", {"channel": channel, "user_id": user_id})
+
+    def meta_event(self, app_id: str, channel: str, name: str, data: dict[str, Any]) -> None:
+        """Tell this node's ``[meta]<channel>`` subscribers (V2 only) what happened to ``channel``."""
+        meta = META_PREFIX + channel
+        if self.registry.subscribers(app_id, meta):
+            text = frames.encode(f"sockudo_internal:{name}", data, meta)
+            self.deliver_local(app_id, meta, OutFrame.v2_only(text))
+
+    def _meta_counts(self, app_id: str, channel: str, before: int, after: int) -> None:
+        if not self.registry.subscribers(app_id, META_PREFIX + channel):
+            return
+        data = {"channel": channel, "subscription_count": after}
+        if before == 0 and after > 0:
+            self.meta_event(app_id, channel, "channel_occupied", data)
+        if after > 0:
+            self.meta_event(app_id, channel, "subscription_count", data)
+        else:
+            self.meta_event(app_id, channel, "channel_vacated", data)
 
     def schedule_subscription_count(self, app_id: str, channel: str) -> None:
         key = (app_id, channel)

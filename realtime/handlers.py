@@ -16,7 +16,7 @@ from .adapters.base import AdapterUnavailable
 from .conf import server_settings
 from .outlets import OutFrame
 from .protocol import errors, filters, frames
-from .protocol.channels import SERVER_TO_USER_PREFIX, kind_of, validate_name
+from .protocol.channels import META_PREFIX, SERVER_TO_USER_PREFIX, kind_of, validate_name
 from .protocol.errors import ProtocolError
 from .protocol.signatures import channel_string, user_string, verify_auth
 
@@ -40,6 +40,8 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitabl
     if reason:
         raise errors.channel_error(reason)
     kind = kind_of(channel)
+    if channel.startswith(META_PREFIX):
+        return _subscribe_meta(engine, conn, channel, data)
     rewind = _rewind_option(conn, channel, data.get("rewind"))
     if conn.protocol == 2:
         _set_filter(conn, channel, data)
@@ -106,6 +108,27 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitabl
     engine.send(conn, frames.subscription_succeeded(channel))
     _after_join(engine, conn, channel, kind.cache)
     return None
+
+
+def _subscribe_meta(engine: Engine, conn: Connection, channel: str, data: dict) -> None:
+    """``[meta]<channel>`` (V2): the watched channel's lifecycle events, with its authorization."""
+    if conn.protocol != 2:
+        raise errors.channel_error("Metachannels are only supported on protocol V2")
+    watched = channel[len(META_PREFIX) :]
+    if kind_of(watched).requires_auth and channel not in conn.channels:
+        signed = channel_string(conn.socket_id, watched)
+        if not verify_auth(data.get("auth"), conn.app.key, conn.app.secret, signed):
+            _reject(
+                engine,
+                conn,
+                channel,
+                errors.auth_error("Metachannels of private channels need that channel's auth"),
+                401,
+            )
+            return
+    engine.registry.join(conn, channel)
+    conn.channels[channel] = None
+    engine.send(conn, frames.subscription_succeeded(channel))
 
 
 def _set_filter(conn: Connection, channel: str, data: dict) -> None:
@@ -491,6 +514,7 @@ async def _publish_presence_update(
         await engine.adapter.presence_update(app_id, channel, user_id, info)
     except AdapterUnavailable:
         raise errors.broadcast_error("cluster unavailable, try again") from None
+    engine.meta_event(app_id, channel, "presence_update", {"channel": channel, "user_id": user_id})
     payload = frames.dumps({"user_id": user_id, "user_info": info})
     engine.adapter.broadcast(
         app_id,

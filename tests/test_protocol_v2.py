@@ -246,3 +246,45 @@ def test_v2_presence_lease_hides_a_quick_reconnect(server_factory):
         await watcher.close()
 
     run(body())
+
+
+def test_metachannel_reports_a_channels_lifecycle(server):
+    channel = f"watched-{uuid.uuid4().hex[:6]}"
+    meta = f"[meta]{channel}"
+
+    async def body():
+        observer = await connect_v2(server)
+        await observer.send("sockudo:subscribe", {"channel": meta})
+        await observer.expect("sockudo_internal:subscription_succeeded", meta)
+        first = await PusherClient.connect(server.ws_url)
+        await first.subscribe(channel)
+        await first.expect("pusher_internal:subscription_succeeded", channel)
+        occupied = await observer.expect("sockudo_internal:channel_occupied", meta)
+        assert occupied["data"] == {"channel": channel, "subscription_count": 1}
+        assert (await observer.expect("sockudo_internal:subscription_count", meta))["data"][
+            "subscription_count"
+        ] == 1
+        second = await PusherClient.connect(server.ws_url)
+        await second.subscribe(channel)
+        await second.expect("pusher_internal:subscription_succeeded", channel)
+        assert (await observer.expect("sockudo_internal:subscription_count", meta))["data"][
+            "subscription_count"
+        ] == 2
+        await first.close()
+        assert (await observer.expect("sockudo_internal:subscription_count", meta))["data"][
+            "subscription_count"
+        ] == 1
+        await second.close()
+        vacated = await observer.expect("sockudo_internal:channel_vacated", meta)
+        assert vacated["data"] == {"channel": channel, "subscription_count": 0}
+        old = await PusherClient.connect(server.ws_url)
+        await old.send("pusher:subscribe", {"channel": meta})
+        assert (await old.expect("pusher:error"))["data"]["code"] == 4300  # V2 only
+        await observer.send("sockudo:subscribe", {"channel": "[meta]private-x", "auth": "app-key:bad"})
+        assert (await observer.expect("sockudo:error"))["data"]["code"] == 4009
+        await observer.send("client-x", {"a": 1}, meta)
+        assert (await observer.expect("sockudo:error"))["data"]["code"] == 4301
+        await observer.close()
+        await old.close()
+
+    run(body())

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 DEFAULT_MAX_CHANNEL_NAME_LENGTH = 200
+META_PREFIX = "[meta]"  # Protocol V2 metachannels: lifecycle events of the channel after the prefix
 SERVER_TO_USER_PREFIX = "#server-to-user-"
 
 _ALLOWED = re.compile(r"^[A-Za-z0-9\-_=@,.;:#]+$")
@@ -67,6 +68,8 @@ def validate_name(
     namespaces: Iterable[Mapping] | None = None,
 ) -> str | None:
     """Return None when ``name`` is a valid channel name, else a human-readable reason."""
+    if isinstance(name, str) and name.startswith(META_PREFIX) and len(name) > len(META_PREFIX):
+        name = name[len(META_PREFIX) :]  # a metachannel is valid when the channel it watches is
     if not isinstance(name, str) or not name:
         return "Channel name is required"
     if not _ALLOWED.match(name):

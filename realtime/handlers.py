@@ -36,11 +36,17 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitabl
     app = conn.app
     if not app.enabled:
         raise errors.app_disabled()
-    reason = validate_name(channel, app.effective_max_channel_name_length, app.channel_namespaces)
+    # A metachannel is valid when the channel it watches is.
+    watched = (
+        channel[len(META_PREFIX) :]
+        if isinstance(channel, str) and channel.startswith(META_PREFIX)
+        else channel
+    )
+    reason = validate_name(watched, app.effective_max_channel_name_length, app.channel_namespaces)
     if reason:
         raise errors.channel_error(reason)
     kind = kind_of(channel)
-    if channel.startswith(META_PREFIX):
+    if watched is not channel:
         return _subscribe_meta(engine, conn, channel, data)
     rewind = _rewind_option(conn, channel, data.get("rewind"))
     if conn.protocol == 2:
@@ -348,6 +354,8 @@ def client_event(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
     channel = frame.channel
     if channel is None:
         raise errors.invalid_format("client events require a channel")
+    if isinstance(channel, str) and channel.startswith(META_PREFIX):
+        raise errors.client_event_error("Client events cannot be sent to metachannels")
     reason = validate_name(channel, app.effective_max_channel_name_length, app.channel_namespaces)
     if reason:
         raise errors.channel_error(reason)

@@ -68,8 +68,6 @@ def validate_name(
     namespaces: Iterable[Mapping] | None = None,
 ) -> str | None:
     """Return None when ``name`` is a valid channel name, else a human-readable reason."""
-    if isinstance(name, str) and name.startswith(META_PREFIX) and len(name) > len(META_PREFIX):
-        name = name[len(META_PREFIX) :]  # a metachannel is valid when the channel it watches is
     if not isinstance(name, str) or not name:
         return "Channel name is required"
     if not _ALLOWED.match(name):

@@ -245,6 +245,10 @@ class Engine:
             await pending
         except ProtocolError as error:
             self.fail(conn, error)
+        except Exception:  # a backend failure must not take the socket (or others) down
+            log.exception("frame handling failed for %s", conn.socket_id)
+            if not conn.closed:
+                self.fail(conn, errors.broadcast_error("internal error, try again"))
 
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run cluster bookkeeping in the background; the task is kept until it ends."""

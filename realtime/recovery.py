@@ -150,6 +150,18 @@ def resume(engine: Any, conn: Any, frame: Any) -> Any:
 
 async def _resume(engine: Any, conn: Any, parsed: list) -> None:
     from . import v2_history
+
+    try:
+        await _replay_all(engine, conn, parsed)
+    finally:
+        # Whatever happened (a failed history read included), never leave live frames held.
+        for channel, *_ in parsed:
+            if conn.hold and channel in conn.hold:
+                v2_history.release(engine, conn, channel, 0, set())
+
+
+async def _replay_all(engine: Any, conn: Any, parsed: list) -> None:
+    from . import v2_history
     from .engine import passes
     from .outlets import OutFrame
     from .protocol import frames
@@ -174,11 +186,18 @@ async def _resume(engine: Any, conn: Any, parsed: list) -> None:
                 failure["code"] = "continuity_unverifiable"
                 failure["reason"] = "legacy_serial_only_position_cannot_use_cold_recovery"
             elif replay.failure[0] == "position_expired" and v2_history.history_policy(app, channel).enabled:
-                cold = await v2_history.cold_replay(engine, conn, channel, stream_id, serial, max_size)
-                if cold.failure is None:
-                    items, source, failure = [_Stored(i) for i in cold.items], "cold", None
+                try:
+                    cold = await v2_history.cold_replay(engine, conn, channel, stream_id, serial, max_size)
+                except Exception:  # the durable store is unreachable: say so, never crash the socket
+                    failure["code"], failure["reason"] = (
+                        "persistence_unavailable",
+                        "durable_history_read_failed",
+                    )
                 else:
-                    failure = cold.failure_data(channel)
+                    if cold.failure is None:
+                        items, source, failure = [_Stored(i) for i in cold.items], "cold", None
+                    else:
+                        failure = cold.failure_data(channel)
         if failure is not None:
             failed.append(failure)
             engine.send(conn, frames.encode("pusher:resume_failed", frames.dumps(failure), channel))

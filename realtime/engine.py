@@ -304,7 +304,7 @@ class Engine:
         """Fan a prebuilt frame out to this node's subscribers; never waits on a socket."""
         subs = self.registry.subscribers(app_id, channel)
         if not subs:
-            return 0
+            return self._deliver_patterns(app_id, channel, frame, except_socket_id, None)
         started = time.perf_counter()
         slow = None
         sent = 0
@@ -340,6 +340,36 @@ class Engine:
             for conn in slow:
                 if not conn.closed:
                     self._slow(conn)
+        return sent + self._deliver_patterns(app_id, channel, frame, except_socket_id, subs)
+
+    def _deliver_patterns(
+        self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None, exact: Any
+    ) -> int:
+        """V2 wildcard subscribers whose pattern matches ``channel`` (each socket at most once, even
+        with an exact subscription too; a message passing any one subscription's filter is sent)."""
+        state = self.registry.apps.get(app_id)
+        if state is None or not state.patterns or channel.startswith(("private-", "presence-", "#")):
+            return 0
+        v2 = frame.v2
+        if v2 is None:
+            return 0
+        chosen: dict[Connection, None] = {}
+        for pattern, conns in state.patterns.items():
+            if not wildcard_matches(pattern, channel):
+                continue
+            for conn in conns:
+                if conn in chosen or (exact is not None and conn in exact and passes(conn, channel, frame)):
+                    continue
+                if except_socket_id is not None and conn.socket_id == except_socket_id:
+                    continue
+                if passes(conn, pattern, frame):
+                    chosen[conn] = None
+        sent = 0
+        for conn in chosen:
+            if conn.outlet.send(v2):
+                sent += 1
+            elif not conn.closed:
+                self._slow(conn)
         return sent
 
     def deliver_to_user(self, app_id: str, user_id: str, frame: OutFrame) -> None:
@@ -507,6 +537,14 @@ class Engine:
 
 
 _SKIP = OutFrame(None)
+
+
+def wildcard_matches(pattern: str, channel: str) -> bool:
+    """``pre*``, ``*suf`` or ``pre*suf`` (exactly one ``*``)."""
+    prefix, _, suffix = pattern.partition("*")
+    return (
+        len(channel) >= len(prefix) + len(suffix) and channel.startswith(prefix) and channel.endswith(suffix)
+    )
 
 
 def passes(conn: Connection, channel: str, frame: OutFrame) -> bool:

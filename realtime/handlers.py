@@ -7,6 +7,7 @@ the engine turns that into the protocol's error frame (or close).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitabl
     app = conn.app
     if not app.enabled:
         raise errors.app_disabled()
+    if isinstance(channel, str) and "*" in channel and not channel.startswith(SERVER_TO_USER_PREFIX):
+        return _subscribe_pattern(engine, conn, channel, data)
     # A metachannel is valid when the channel it watches is.
     watched = (
         channel[len(META_PREFIX) :]
@@ -114,6 +117,26 @@ def subscribe(engine: Engine, conn: Connection, frame: frames.Frame) -> Awaitabl
     engine.send(conn, frames.subscription_succeeded(channel))
     _after_join(engine, conn, channel, kind.cache)
     return None
+
+
+_PATTERN = re.compile(r"^[A-Za-z0-9\-_=@.:*]+$")
+
+
+def _subscribe_pattern(engine: Engine, conn: Connection, pattern: str, data: dict) -> None:
+    """A V2 wildcard subscription (``prefix*``, ``*suffix``, ``pre*suf``) on public channels."""
+    if conn.protocol != 2:
+        raise errors.channel_error("Wildcard subscriptions are only supported on protocol V2")
+    if (
+        pattern.count("*") != 1
+        or not _PATTERN.match(pattern)
+        or pattern.startswith(("private-", "presence-"))
+        or len(pattern.encode()) > conn.app.effective_max_channel_name_length
+    ):
+        raise errors.channel_error(f"Invalid wildcard subscription '{pattern[:200]}'")
+    _set_filter(conn, pattern, data)
+    engine.registry.add_pattern(conn, pattern)
+    conn.channels[pattern] = None
+    engine.send(conn, frames.subscription_succeeded(pattern))
 
 
 def _subscribe_meta(engine: Engine, conn: Connection, channel: str, data: dict) -> None:
@@ -293,6 +316,9 @@ def leave_channel(engine: Engine, conn: Connection, channel: str, lease: float =
     user_id = conn.channels.pop(channel, None)
     if conn.filters:
         conn.filters.pop(channel, None)
+    if "*" in channel and not channel.startswith(SERVER_TO_USER_PREFIX):
+        engine.registry.remove_pattern(conn, channel)
+        return
     if kind_of(channel).server_to_user:
         return  # never joined the registry (delivery goes through the user index)
     app_id = conn.app.id
@@ -354,8 +380,10 @@ def client_event(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
     channel = frame.channel
     if channel is None:
         raise errors.invalid_format("client events require a channel")
-    if isinstance(channel, str) and channel.startswith(META_PREFIX):
-        raise errors.client_event_error("Client events cannot be sent to metachannels")
+    if isinstance(channel, str) and (channel.startswith(META_PREFIX) or "*" in channel):
+        raise errors.client_event_error(
+            "Client events cannot be sent to metachannels or wildcard subscriptions"
+        )
     reason = validate_name(channel, app.effective_max_channel_name_length, app.channel_namespaces)
     if reason:
         raise errors.channel_error(reason)

@@ -20,7 +20,7 @@ class PresenceMember:
 
 
 class AppState:
-    __slots__ = ("connections", "channels", "presence", "users", "watchers")
+    __slots__ = ("connections", "channels", "presence", "users", "watchers", "patterns")
 
     def __init__(self) -> None:
         self.connections: dict[str, Connection] = {}
@@ -28,6 +28,7 @@ class AppState:
         self.presence: dict[str, dict[str, PresenceMember]] = {}
         self.users: dict[str, dict[Connection, None]] = {}
         self.watchers: dict[str, dict[Connection, None]] = {}
+        self.patterns: dict[str, dict[Connection, None]] = {}  # V2 wildcard subscriptions
 
 
 class Registry:
@@ -79,6 +80,17 @@ class Registry:
             del state.channels[channel]
             return 0
         return len(subs)
+
+    def add_pattern(self, conn: Connection, pattern: str) -> None:
+        self.app(conn.app.id).patterns.setdefault(pattern, {})[conn] = None
+
+    def remove_pattern(self, conn: Connection, pattern: str) -> None:
+        state = self.apps.get(conn.app.id)
+        conns = state.patterns.get(pattern) if state else None
+        if conns is not None:
+            conns.pop(conn, None)
+            if not conns:
+                del state.patterns[pattern]
 
     # -- presence ------------------------------------------------------------------------------
     def members(self, app_id: str, channel: str) -> dict[str, PresenceMember]:

@@ -288,3 +288,31 @@ def test_metachannel_reports_a_channels_lifecycle(server):
         await old.close()
 
     run(body())
+
+
+def test_wildcard_subscriptions(server):
+    async def body():
+        client = await connect_v2(server)
+        await client.send("sockudo:subscribe", {"channel": "orders.*"})
+        await client.expect("sockudo_internal:subscription_succeeded", "orders.*")
+        await client.send("sockudo:subscribe", {"channel": "orders.eu"})  # exact + wildcard: once
+        await client.expect("sockudo_internal:subscription_succeeded", "orders.eu")
+        for channel in ("orders.eu", "orders.us", "invoices.eu"):
+            await asyncio.to_thread(publish, server, {"name": "placed", "channel": channel, "data": channel})
+        got = [f for f in await client.nothing(0.6) if f.get("event") == "placed"]
+        assert sorted(f["channel"] for f in got) == ["orders.eu", "orders.us"]  # concrete names, once each
+        await client.send("sockudo:unsubscribe", {"channel": "orders.*"})
+        await asyncio.to_thread(publish, server, {"name": "placed", "channel": "orders.us", "data": "x"})
+        assert [f for f in await client.nothing(0.4) if f.get("event") == "placed"] == []
+        for bad in ("a*b*", "private-*", "presence-x*", "we#ird*"):
+            await client.send("sockudo:subscribe", {"channel": bad})
+            assert (await client.expect("sockudo:error"))["data"]["code"] == 4300, bad
+        await client.send("client-x", {"a": 1}, "orders.*")
+        assert (await client.expect("sockudo:error"))["data"]["code"] == 4301
+        v1 = await PusherClient.connect(server.ws_url)
+        await v1.send("pusher:subscribe", {"channel": "orders.*"})
+        assert (await v1.expect("pusher:error"))["data"]["code"] == 4300
+        await client.close()
+        await v1.close()
+
+    run(body())

@@ -115,15 +115,10 @@ def data_object(data: Any) -> dict | None:
 
 
 def encode(event: str, data: Any = None, channel: str | None = None, user_id: str | None = None) -> str:
-    """Encode one outbound frame; ``data`` None means no data key (e.g. ``pusher:pong``)."""
-    frame: dict[str, Any] = {"event": event}
-    if channel is not None:
-        frame["channel"] = channel
-    if data is not None:
-        frame["data"] = data
-    if user_id is not None:
-        frame["user_id"] = user_id
-    return _dumps(frame)
+    """Encode one outbound frame; ``data`` None means no data key (e.g. ``pusher:pong``).
+
+    A V1 frame is a V2 envelope without the V2 fields: one encoder, one key order."""
+    return encode_v2(event, channel, data, user_id=user_id)
 
 
 def error_frame(error: errors.ProtocolError) -> str:
@@ -171,10 +166,6 @@ def signin_success(user_data: str) -> str:
 
 def watchlist_events(entries: list[dict]) -> str:
     return encode("pusher_internal:watchlist_events", {"events": entries})
-
-
-PONG = encode("pusher:pong")
-PING = encode("pusher:ping")
 
 
 # -- Protocol V2 -------------------------------------------------------------------------------
@@ -232,3 +223,8 @@ def encode_v2(
     if extras:
         frame["extras"] = extras
     return _dumps(frame)
+
+
+# Built after both encoders exist (module constants run at import).
+PONG = encode("pusher:pong")
+PING = encode("pusher:ping")

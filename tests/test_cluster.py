@@ -51,7 +51,12 @@ def publish(node: LiveServer, body: dict) -> httpx.Response:
     raw = json.dumps(body).encode()
     path = f"/apps/{node.app_id}/events"
     query = signed_query("POST", path, node.key, node.secret, raw)
-    return httpx.post(f"{node.http_url}{path}?{query}", content=raw, headers={"Content-Type": "application/json"}, timeout=10)
+    return httpx.post(
+        f"{node.http_url}{path}?{query}",
+        content=raw,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
 
 
 def get(node: LiveServer, path: str, params: dict | None = None) -> httpx.Response:
@@ -61,6 +66,42 @@ def get(node: LiveServer, path: str, params: dict | None = None) -> httpx.Respon
 
 def presence_data(user_id: str) -> dict:
     return {"user_id": user_id, "user_info": {"name": user_id.upper()}}
+
+
+def test_a_burst_of_concurrent_publishes_is_accepted_and_delivered_once_on_both_nodes(nodes):
+    """Hundreds of publishes in flight at once: none refused for want of Redis connections, each
+    delivered exactly once on each node (they share one pipelined write to Redis per loop turn)."""
+    a, b = nodes
+    count = 300
+
+    async def scenario():
+        on_a = await PusherClient.connect(a.ws_url)
+        on_b = await PusherClient.connect(b.ws_url)
+        for client in (on_a, on_b):
+            await client.subscribe("burst")
+            await client.expect("pusher_internal:subscription_succeeded", "burst")
+        await asyncio.sleep(0.2)
+        limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
+        async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+
+            async def one(i: int) -> int:
+                body = json.dumps({"name": "tick", "channel": "burst", "data": str(i)}).encode()
+                path = f"/apps/{a.app_id}/events"
+                query = signed_query("POST", path, a.key, a.secret, body)
+                response = await http.post(
+                    f"{a.http_url}{path}?{query}", content=body, headers={"Content-Type": "application/json"}
+                )
+                return response.status_code
+
+            statuses = await asyncio.gather(*(one(i) for i in range(count)))
+        assert statuses == [200] * count
+        for client in (on_a, on_b):
+            got = [await client.expect("tick", "burst", timeout=10) for _ in range(count)]
+            assert sorted(int(f["data"]) for f in got) == list(range(count))
+            assert [f for f in await client.nothing() if f.get("event") == "tick"] == []
+            await client.close()
+
+    asyncio.run(scenario())
 
 
 def test_event_published_on_one_node_reaches_subscribers_on_both(nodes):
@@ -117,7 +158,9 @@ def test_presence_is_cluster_wide_and_events_are_sent_once(nodes):
 
         bo = await PusherClient.connect(b.ws_url)
         await bo.subscribe(channel, b.key, b.secret, presence_data("bo"))
-        joined = json.loads((await bo.expect("pusher_internal:subscription_succeeded", channel))["data"])["presence"]
+        joined = json.loads((await bo.expect("pusher_internal:subscription_succeeded", channel))["data"])[
+            "presence"
+        ]
         assert sorted(joined["ids"]) == ["ada", "bo"] and joined["hash"]["ada"] == {"name": "ADA"}
         added = await ada.expect("pusher_internal:member_added", channel)
         assert json.loads(added["data"]) == {"user_id": "bo", "user_info": {"name": "BO"}}
@@ -163,7 +206,10 @@ def test_terminate_connections_reaches_the_other_node(nodes):
         path = f"/apps/{a.app_id}/users/{user}/terminate_connections"
         query = signed_query("POST", path, a.key, a.secret, b"{}")
         response = await asyncio.to_thread(
-            httpx.post, f"{a.http_url}{path}?{query}", content=b"{}", headers={"Content-Type": "application/json"}
+            httpx.post,
+            f"{a.http_url}{path}?{query}",
+            content=b"{}",
+            headers={"Content-Type": "application/json"},
         )
         assert response.status_code == 200
         with pytest.raises(Exception):  # noqa: B017 - the socket is closed by the server
@@ -195,8 +241,14 @@ def test_dead_node_members_are_removed_once_within_the_bound():
                 elapsed = time.monotonic() - started
                 assert json.loads(removed["data"]) == {"user_id": "victim"}
                 assert elapsed < 2.0 + 0.3 + 2.0  # node timeout + cleanup interval + slack
-                assert [f for f in await watcher.nothing(1.0) if f.get("event") == "pusher_internal:member_removed"] == []
-                users = await asyncio.to_thread(get, survivor, f"/apps/{survivor.app_id}/channels/{channel}/users")
+                assert [
+                    f
+                    for f in await watcher.nothing(1.0)
+                    if f.get("event") == "pusher_internal:member_removed"
+                ] == []
+                users = await asyncio.to_thread(
+                    get, survivor, f"/apps/{survivor.app_id}/channels/{channel}/users"
+                )
                 assert [u["id"] for u in users.json()["users"]] == ["watcher"]
                 await watcher.close()
 
@@ -252,22 +304,31 @@ def test_publish_answers_503_while_redis_is_away_and_recovers():
         proxy = TcpProxy()
         await proxy.start()
         prefix = f"test-{uuid.uuid4().hex[:8]}:"
-        node = await asyncio.to_thread(lambda: LiveServer(env=cluster_env(prefix, f"redis://127.0.0.1:{proxy.port}/0")).start())
+        node = await asyncio.to_thread(
+            lambda: LiveServer(env=cluster_env(prefix, f"redis://127.0.0.1:{proxy.port}/0")).start()
+        )
         try:
             client = await PusherClient.connect(node.ws_url)
             await client.subscribe("feed")
             await client.expect("pusher_internal:subscription_succeeded", "feed")
-            assert (await asyncio.to_thread(publish, node, {"name": "a", "channel": "feed", "data": "1"})).status_code == 200
+            assert (
+                await asyncio.to_thread(publish, node, {"name": "a", "channel": "feed", "data": "1"})
+            ).status_code == 200
             await client.expect("a", "feed")
 
             await proxy.cut()
             statuses = set()
-            for _ in range(10):
-                response = await asyncio.to_thread(publish, node, {"name": "b", "channel": "feed", "data": "2"})
+            refused = set()
+            for attempt in range(10):
+                data = f"b{attempt}"
+                response = await asyncio.to_thread(
+                    publish, node, {"name": "b", "channel": "feed", "data": data}
+                )
                 statuses.add(response.status_code)
                 if response.status_code == 503:
                     assert response.json()["code"] == "service_unavailable"
                     assert response.headers["Retry-After"]
+                    refused.add(data)
                     break
                 await asyncio.sleep(0.2)
             assert 503 in statuses
@@ -277,13 +338,19 @@ def test_publish_answers_503_while_redis_is_away_and_recovers():
             await proxy.start()
             deadline = time.monotonic() + 15
             while True:
-                response = await asyncio.to_thread(publish, node, {"name": "c", "channel": "feed", "data": "3"})
+                response = await asyncio.to_thread(
+                    publish, node, {"name": "c", "channel": "feed", "data": "3"}
+                )
                 if response.status_code == 200:
                     break
                 assert time.monotonic() < deadline, "node did not recover after Redis came back"
                 await asyncio.sleep(0.3)
             frame = await client.expect("c", "feed")
             assert frame["data"] == "3"
+            # A publish answered 503 reached nobody, not even this node's own subscribers: the
+            # caller can retry it without anyone seeing it twice.
+            delivered = {f["data"] for f in await client.nothing() if f.get("event") == "b"}
+            assert not delivered & refused, delivered
             await client.close()
         finally:
             await asyncio.to_thread(node.stop)

@@ -15,11 +15,9 @@ import asyncio
 import weakref
 from typing import Any
 
-import redis.asyncio as aioredis
+from realtime.redis_pool import async_client
 
 from .base import HeadLoader, Position, Sequencer, new_stream_id
-
-MAX_CONNECTIONS = 32  # per process and event loop
 
 # KEYS[1] = the channel's hash. ARGV[1] = '1' to take the next serial, '0' to read the head;
 # ARGV[2], ARGV[3] (optional) = stream id and head serial to start from when the hash is missing.
@@ -66,16 +64,7 @@ class RedisSequencer(Sequencer):
         loop = asyncio.get_running_loop()
         pair = self._clients.get(loop)
         if pair is None:
-            # A blocking pool: a burst of concurrent publishes waits for a connection (redis-py's
-            # default pool raises past 100 commands in flight).
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=MAX_CONNECTIONS,
-                timeout=5,
-                decode_responses=True,
-                health_check_interval=10,
-            )
-            client = aioredis.Redis(connection_pool=pool)
+            client = async_client(self.url, decode_responses=True, health_check_interval=10)
             pair = (client, client.register_script(_NEXT))
             self._clients[loop] = pair
         return pair

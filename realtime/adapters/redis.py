@@ -23,12 +23,12 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..conf import server_settings
 from ..outlets import OutFrame
 from ..protocol import frames
+from ..redis_pool import async_client
 from .base import Adapter, AdapterUnavailable, PresenceJoin
 
 if TYPE_CHECKING:
@@ -103,16 +103,16 @@ class RedisAdapter(Adapter):
         self.heartbeat_interval = s["CLUSTER_HEALTH_HEARTBEAT_INTERVAL_MS"] / 1000
         self.node_timeout = s["CLUSTER_HEALTH_NODE_TIMEOUT_MS"] / 1000
         self.cleanup_interval = s["CLUSTER_HEALTH_CLEANUP_INTERVAL_MS"] / 1000
-        self.redis = aioredis.from_url(self.url, decode_responses=True, health_check_interval=10)
+        self.redis = async_client(self.url, decode_responses=True, health_check_interval=10)
         self.topic = f"{self.prefix}#broadcast"
         self._join = self.redis.register_script(_JOIN)
         self._leave = self.redis.register_script(_LEAVE)
         self._count = self.redis.register_script(_COUNT)
-        self._outbox: list[str] = []
+        # Messages for the next write to Redis; a future when a caller waits for Redis to take it.
+        self._outbox: list[tuple[str, asyncio.Future | None]] = []
         self._dirty_channels: set[tuple[str, str]] = set()
         self._dirty_apps: set[str] = set()
-        self._flush_scheduled = False
-        self._flushes: set[asyncio.Future] = set()
+        self._writer: asyncio.Task | None = None
         self._tasks: list[asyncio.Task] = []
         self.healthy = False
         self._conn_cache: dict[str, tuple[int, float]] = {}
@@ -139,9 +139,9 @@ class RedisAdapter(Adapter):
         for task in self._tasks:
             task.cancel()
         # Publish what is still queued first: the member_removed of sockets a shutdown just closed.
+        if self._writer is not None and not self._writer.done():
+            await asyncio.wait({self._writer}, timeout=5)
         await self._flush()
-        if self._flushes:
-            await asyncio.wait(set(self._flushes), timeout=5)
         try:
             await self._cleanup_node(self.node_id)
             await self.redis.zrem(self._k("nodes"), self.node_id)
@@ -202,16 +202,17 @@ class RedisAdapter(Adapter):
     async def publish(
         self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None = None
     ) -> None:
-        self.engine.deliver_local(app_id, channel, frame, except_socket_id)
+        # Redis first: a publish answered 503 reached nobody, so the caller can retry it safely.
         await self._publish_now(self._broadcast_envelope(app_id, channel, frame, except_socket_id))
+        self.engine.deliver_local(app_id, channel, frame, except_socket_id)
 
     def send_to_user(self, app_id: str, user_id: str, frame: OutFrame) -> None:
         self.engine.deliver_to_user(app_id, user_id, frame)
         self._send_soon(self._envelope("u", a=app_id, u=user_id, f=frame.text))
 
     async def publish_to_user(self, app_id: str, user_id: str, frame: OutFrame) -> None:
-        self.engine.deliver_to_user(app_id, user_id, frame)
         await self._publish_now(self._envelope("u", a=app_id, u=user_id, f=frame.text))
+        self.engine.deliver_to_user(app_id, user_id, frame)
 
     def terminate_user(self, app_id: str, user_id: str, code: int, reason: str) -> None:
         self.engine.close_user(app_id, user_id, code, reason)
@@ -229,14 +230,14 @@ class RedisAdapter(Adapter):
         return frames.dumps({"n": self.node_id, "t": kind, **fields})
 
     async def _publish_now(self, message: str) -> None:
-        try:
-            await self.redis.publish(self.topic, message)
-        except (RedisError, OSError) as exc:
-            self.healthy = False
-            raise AdapterUnavailable(str(exc)) from exc
+        """Queue ``message`` with the next write to Redis and wait until Redis has accepted it."""
+        done = asyncio.get_running_loop().create_future()
+        self._outbox.append((message, done))
+        self._schedule_flush()
+        await done
 
     def _send_soon(self, message: str) -> None:
-        self._outbox.append(message)
+        self._outbox.append((message, None))
         self._schedule_flush()
 
     # -- local state -> Redis (coalesced per loop tick) -----------------------------------------
@@ -249,17 +250,19 @@ class RedisAdapter(Adapter):
         self._schedule_flush()
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_flush)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_forward())
 
-    def _start_flush(self) -> None:
-        task = asyncio.ensure_future(self._flush())
-        self._flushes.add(task)  # kept so stop() can wait for it
-        task.add_done_callback(self._flushes.discard)
+    async def _write_forward(self) -> None:
+        """The one writer: each round sends everything queued since the last one in one pipeline.
+
+        One round at a time keeps the publish order across rounds, and whatever arrives while a
+        round is in flight goes together in the next one (one round trip for many publishes).
+        """
+        while self._outbox or self._dirty_channels or self._dirty_apps:
+            await self._flush()
 
     async def _flush(self) -> None:
-        self._flush_scheduled = False
         outbox, self._outbox = self._outbox, []
         channels, self._dirty_channels = self._dirty_channels, set()
         apps, self._dirty_apps = self._dirty_apps, set()
@@ -268,7 +271,7 @@ class RedisAdapter(Adapter):
         registry = self.engine.registry
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for message in outbox:
+                for message, _done in outbox:
                     pipe.publish(self.topic, message)
                 order = []
                 for app_id, channel in channels:
@@ -294,10 +297,15 @@ class RedisAdapter(Adapter):
                         client=pipe,
                     )
                 results = await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self.healthy = False
-            log.warning("Redis adapter flush failed (%s); state is re-published on reconnect", exc)
+        except Exception as exc:  # Redis is down (or a bug): never leave a publisher waiting
+            if isinstance(exc, RedisError | OSError):
+                self.healthy = False
+                log.warning("Redis adapter write failed (%s); state is re-published on reconnect", exc)
+            else:
+                log.exception("Redis adapter write failed")
+            _settle(outbox, AdapterUnavailable(str(exc)))
             return
+        _settle(outbox, None)
         counts = results[len(outbox) : len(outbox) + len(order)]
         for (app_id, channel), (before, after) in zip(order, counts, strict=True):
             self.engine.cluster_count_changed(app_id, channel, int(before), int(after))
@@ -467,3 +475,13 @@ class RedisAdapter(Adapter):
                         self.broadcast(app_id, channel, removed)
                         self.engine.member_left_cluster(app_id, channel, user_id)
         await self.redis.delete(index)
+
+
+def _settle(outbox: list[tuple[str, asyncio.Future | None]], error: Exception | None) -> None:
+    """Wake the publishers waiting on ``outbox``: accepted by Redis, or failed with ``error``."""
+    for _message, done in outbox:
+        if done is not None and not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)

@@ -17,10 +17,10 @@ import asyncio
 from typing import Any
 
 import redis as redis_sync
-import redis.asyncio as redis_async
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from ..redis_pool import async_client
 from .base import Decision, RateLimiter, RateLimiterUnavailable
 
 _HIT = """
@@ -74,7 +74,7 @@ class RedisRateLimiter(RateLimiter):
         if self._async is None or self._async_loop is not loop:
             from redis.asyncio.retry import Retry
 
-            self._async = redis_async.Redis.from_url(self.url, **self._options(Retry))
+            self._async = async_client(self.url, **self._options(Retry))
             self._async_script = self._async.register_script(_HIT)
             self._async_loop = loop
         try:

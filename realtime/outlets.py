@@ -1,9 +1,10 @@
 """Writing frames to a socket without awaiting it: one outlet per connection.
 
 A broadcast is encoded once into an ``OutFrame``; delivering it to a subscriber is a buffer append.
-Under daphne the outlet writes the prebuilt WebSocket frame straight to the Twisted transport (the
-same bytes for every subscriber) and reads the transport's unsent-byte count, which is the bounded
-outbox: past the limit the connection is closed as a slow consumer (4100) and nobody else waits.
+Under daphne the outlet collects the prebuilt WebSocket frames (the same bytes for every subscriber)
+during a loop turn and writes them to the socket once at its end; its unsent bytes (corked plus
+what the Twisted transport holds) are the bounded outbox: past the limit the connection is closed
+as a slow consumer (4100) and nobody else waits.
 Any other ASGI server gets a bounded per-connection queue drained by one writer task.
 """
 
@@ -111,9 +112,16 @@ class Outlet:
 
 
 class DaphneOutlet(Outlet):
-    """Direct writes to daphne's autobahn protocol and its Twisted transport."""
+    """Direct writes to daphne's autobahn protocol and its Twisted transport, corked per loop turn.
 
-    __slots__ = ("protocol", "limit", "direct")
+    ``send`` only appends the frame's bytes to the connection's pending list; one callback at the
+    end of the event-loop turn writes each connection's pending bytes with a single ``send()``.
+    Under load a socket receives several frames per turn, so the kernel (ours and the reader's)
+    handles one write and one read where it would handle one per frame. Idle, a frame waits for no
+    more than the rest of the current turn.
+    """
+
+    __slots__ = ("protocol", "limit", "direct", "pending", "pending_bytes", "backlog")
 
     def __init__(self, protocol: Any, limit: int) -> None:
         self.protocol = protocol
@@ -121,35 +129,61 @@ class DaphneOutlet(Outlet):
         transport = protocol.transport
         # Plain TCP only: with TLS in the transport the bytes must go through Twisted.
         self.direct = getattr(transport, "TLS", True) is False and hasattr(transport, "socket")
+        self.pending: list[bytes] | None = None  # corked bytes, written at the end of this turn
+        self.pending_bytes = 0
+        self.backlog = 0  # bytes Twisted still held after the last write (re-read when it matters)
 
     @property
     def open(self) -> bool:
         return self.protocol.state == 3  # autobahn STATE_OPEN
 
     def send(self, frame: OutFrame) -> bool:
+        if self.protocol.state != 3:
+            return False
+        wire = frame.wire
+        pending = self.pending
+        if pending is None:
+            self.pending = [wire]
+            self.pending_bytes = len(wire)
+            _cork(self)
+        else:
+            pending.append(wire)
+            self.pending_bytes += len(wire)
+        if self.pending_bytes + self.backlog > self.limit:
+            self.backlog = _unsent(self.protocol.transport)
+            return self.pending_bytes + self.backlog <= self.limit
+        return True
+
+    def flush(self) -> None:
+        """Write the corked bytes: straight to the kernel when Twisted holds nothing for this socket.
+
+        Twisted's write() would register the socket for writability and write on a later loop turn
+        (three extra syscalls); only what the kernel does not take goes through Twisted.
+        """
+        pending = self.pending
+        if pending is None:
+            return
+        self.pending = None
         protocol = self.protocol
         if protocol.state != 3:
-            return False
+            return  # closed or closing: the peer will not read frames after the close handshake
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
         transport = protocol.transport
-        wire = frame.wire
-        pending = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        if pending or not self.direct or transport.disconnecting:
-            transport.write(wire)
-            return pending + len(wire) <= self.limit
-        # Nothing queued: hand the bytes to the kernel now. Twisted's write() would instead
-        # register the socket for writability and write on a later loop turn (three extra
-        # syscalls per delivery); whatever the kernel does not take goes through Twisted.
+        unsent = _unsent(transport)
+        if unsent or not self.direct or transport.disconnecting:
+            transport.write(data)
+            self.backlog = unsent + len(data)
+            return
         try:
-            sent = transport.socket.send(wire)
+            sent = transport.socket.send(data)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
-            transport.write(wire)  # let Twisted notice the broken socket and close it
-            return True
-        if sent < len(wire):
-            transport.write(wire[sent:])
-            return len(wire) - sent <= self.limit
-        return True
+            transport.write(data)  # let Twisted notice the broken socket and close it
+            return
+        if sent < len(data):
+            transport.write(data[sent:])
+        self.backlog = len(data) - sent
 
     @property
     def last_pong(self) -> float:
@@ -158,13 +192,37 @@ class DaphneOutlet(Outlet):
     def native_ping(self) -> bool:
         if self.protocol.state != 3:
             return False
+        self.flush()
         self.protocol.sendPing()
         return True
 
     def close(self, code: int, reason: str) -> None:
         protocol = self.protocol
         if protocol.state in (1, 3):  # connecting or open
+            self.flush()  # frames sent before the close go out before it
             protocol.sendClose(code=code, reason=reason[:120])
+
+
+def _unsent(transport: Any) -> int:
+    """Bytes the Twisted transport has buffered but not yet written to the socket."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+_corked: list[DaphneOutlet] = []
+
+
+def _cork(outlet: DaphneOutlet) -> None:
+    """Remember ``outlet`` for the end of this loop turn (one callback per turn for all of them)."""
+    if not _corked:
+        asyncio.get_running_loop().call_soon(_uncork)
+    _corked.append(outlet)
+
+
+def _uncork() -> None:
+    outlets = _corked[:]
+    _corked.clear()
+    for outlet in outlets:
+        outlet.flush()
 
 
 class AsgiOutlet(Outlet):

@@ -22,7 +22,9 @@ def new_secret() -> str:
 
 
 class App(models.Model):
-    id = models.CharField(primary_key=True, max_length=64, help_text="Numeric ids work with every Pusher SDK.")
+    id = models.CharField(
+        primary_key=True, max_length=64, help_text="Numeric ids work with every Pusher SDK."
+    )
     key = models.CharField(max_length=128, unique=True, default=new_key)
     secret = models.CharField(max_length=256, default=new_secret)
     previous_secret = models.CharField(max_length=256, blank=True, default="")
@@ -33,7 +35,9 @@ class App(models.Model):
     # Limits (null = server default).
     max_connections = models.PositiveIntegerField(default=0, help_text="0 = unlimited")
     max_backend_events_per_second = models.PositiveIntegerField(null=True, blank=True)
-    max_client_events_per_second = models.PositiveIntegerField(null=True, blank=True, help_text="0 = no limit")
+    max_client_events_per_second = models.PositiveIntegerField(
+        null=True, blank=True, help_text="0 = no limit"
+    )
     max_read_requests_per_second = models.PositiveIntegerField(null=True, blank=True)
     max_presence_members_per_channel = models.PositiveIntegerField(null=True, blank=True)
     max_presence_member_size_in_kb = models.PositiveIntegerField(null=True, blank=True)

@@ -1430,7 +1430,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     g = common.add_argument_group("target")
     g.add_argument("--ws-url", default="ws://127.0.0.1:6001", help="server base URL (ws:// or wss://)")
-    g.add_argument("--protocol", type=int, default=7, help="7 = Pusher protocol (V1), 2 = Sockudo Protocol V2")
+    g.add_argument(
+        "--protocol", type=int, default=7, help="7 = Pusher protocol (V1), 2 = Sockudo Protocol V2"
+    )
     g.add_argument("--http-url", default="http://127.0.0.1:6001", help="HTTP API base URL")
     g.add_argument("--app-id", default="1001")
     g.add_argument("--key", default="app-key")

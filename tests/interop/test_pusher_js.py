@@ -37,23 +37,16 @@ def pusher_js_env() -> dict:
     node = shutil.which("node")
     npm = shutil.which("npm")
     if node is None or npm is None:
-        pytest.fail(
-            "node and npm are required for the pusher-js interop tests (not found on PATH)"
-        )
+        pytest.fail("node and npm are required for the pusher-js interop tests (not found on PATH)")
 
     lock_path = Path(tempfile.gettempdir()) / "realtime-interop-pusher-js-npm.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         installed = all(
-            (JS_DIR / "node_modules" / pkg / "package.json").is_file()
-            for pkg in ("pusher-js", "pusher")
+            (JS_DIR / "node_modules" / pkg / "package.json").is_file() for pkg in ("pusher-js", "pusher")
         )
         if not installed:
-            cmd = (
-                [npm, "ci"]
-                if (JS_DIR / "package-lock.json").is_file()
-                else [npm, "install"]
-            )
+            cmd = [npm, "ci"] if (JS_DIR / "package-lock.json").is_file() else [npm, "install"]
             cmd += ["--no-audit", "--no-fund"]
             proc = subprocess.run(
                 cmd,
@@ -121,9 +114,7 @@ def _client(out: dict, label: str) -> dict:
 
 
 def _no_pusher_errors(out: dict) -> None:
-    assert out["errors"] == [], (
-        f"unexpected pusher:error / connection errors: {out['errors']}"
-    )
+    assert out["errors"] == [], f"unexpected pusher:error / connection errors: {out['errors']}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,13 +214,9 @@ def test_client_events_not_echoed_and_carry_user_id_on_presence(run_scenario):
         r = out[kind]
         assert r["a_trigger_sent"] is True and r["b_trigger_sent"] is True, r
         # B got A's event exactly once
-        assert [(e["name"], e["data"]) for e in r["b_received"]] == [
-            ("client-typing", ada_event)
-        ], (kind, r)
+        assert [(e["name"], e["data"]) for e in r["b_received"]] == [("client-typing", ada_event)], (kind, r)
         # A never got its own event back, but did get B's (control: A's subscription works)
-        assert [(e["name"], e["data"]) for e in r["a_received"]] == [
-            ("client-typing", bo_event)
-        ], (kind, r)
+        assert [(e["name"], e["data"]) for e in r["a_received"]] == [("client-typing", bo_event)], (kind, r)
 
     assert out["private"]["channel"].startswith("private-chat-")
     assert out["presence"]["channel"].startswith("presence-chat-")
@@ -247,18 +234,12 @@ def test_client_events_not_echoed_and_carry_user_id_on_presence(run_scenario):
 def test_signin_and_server_to_user_event(run_scenario):
     out = run_scenario("signin")
     # pusher:signin_success carries the exact user_data string that was signed and sent
-    assert (
-        out["signin_success"]["user_data"] == '{"id":"42","user_info":{"name":"Ada"}}'
-    )
+    assert out["signin_success"]["user_data"] == '{"id":"42","user_info":{"name":"Ada"}}'
     assert out["user_data"] == {"id": "42", "user_info": {"name": "Ada"}}
     assert out["server_to_user_channel"] == "#server-to-user-42"
-    assert out["server_to_user_subscribed"] is True, (
-        "no subscription_succeeded for #server-to-user-42"
-    )
+    assert out["server_to_user_subscribed"] is True, "no subscription_succeeded for #server-to-user-42"
     assert out["trigger_status"] == 200
-    assert out["user_events"] == [
-        {"name": "user-notice", "data": {"msg": "hi Ada", "n": 7}}
-    ]
+    assert out["user_events"] == [{"name": "user-notice", "data": {"msg": "hi Ada", "n": 7}}]
     _no_pusher_errors(out)
 
 
@@ -270,8 +251,7 @@ def test_bad_signature_emits_subscription_error_and_stays_connected(run_scenario
     out = run_scenario("auth-error")
     assert out["channel"].startswith("private-interop-denied-")
     assert out["subscription_outcome_timeout"] is False, (
-        "no channel-scoped pusher:subscription_error within 5 s "
-        f"(frames: {out['frames']})"
+        f"no channel-scoped pusher:subscription_error within 5 s (frames: {out['frames']})"
     )
     err = out["subscription_error"]
     assert err is not None
@@ -281,14 +261,8 @@ def test_bad_signature_emits_subscription_error_and_stays_connected(run_scenario
     assert out["subscription_succeeded"] is False
     assert out["channel_subscribed"] is False
     # the global pusher:error 4009 that accompanies it is non-fatal
-    codes = [
-        (e.get("data") or {}).get("code")
-        for e in out["connection_errors"]
-        if isinstance(e, dict)
-    ]
-    assert 4009 in codes, (
-        f"expected a pusher:error 4009, got {out['connection_errors']}"
-    )
+    codes = [(e.get("data") or {}).get("code") for e in out["connection_errors"] if isinstance(e, dict)]
+    assert 4009 in codes, f"expected a pusher:error 4009, got {out['connection_errors']}"
     # same connection, never dropped, still usable
     assert out["state_after"] == "connected"
     assert out["socket_id_after"] == out["socket_id"]

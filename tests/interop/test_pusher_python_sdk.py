@@ -70,8 +70,9 @@ async def _call(fn: Callable, *args, **kwargs) -> Any:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-async def _poll(fn: Callable[[], Any], until: Callable[[Any], bool], timeout: float = WAIT,
-                interval: float = 0.4) -> Any:
+async def _poll(
+    fn: Callable[[], Any], until: Callable[[Any], bool], timeout: float = WAIT, interval: float = 0.4
+) -> Any:
     """Call ``fn`` until ``until(result)`` holds or ``timeout`` passes; return the last result.
 
     Used for the channel listing, which the server may cache for up to 2 s (http-api.md §5.3).
@@ -121,8 +122,7 @@ class RawClient:
 
     @classmethod
     async def connect(cls, server) -> RawClient:
-        url = (f"ws://{server.host}:{server.port}/app/{server.key}"
-               "?protocol=7&client=py&version=1&flash=false")
+        url = f"ws://{server.host}:{server.port}/app/{server.key}?protocol=7&client=py&version=1&flash=false"
         ws = await websockets.connect(url, open_timeout=WAIT, close_timeout=2, ping_interval=None)
         try:
             raw = await asyncio.wait_for(ws.recv(), WAIT)
@@ -153,24 +153,29 @@ class RawClient:
         self.frames.append(frame)
         return frame
 
-    async def wait_for(self, pred: Callable[[dict], bool], timeout: float = WAIT,
-                       what: str = "frame") -> dict:
+    async def wait_for(
+        self, pred: Callable[[dict], bool], timeout: float = WAIT, what: str = "frame"
+    ) -> dict:
         """Read frames until one matches ``pred``; non-matching frames are skipped (kept in .frames)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             left = deadline - loop.time()
             if left <= 0:
-                raise AssertionError(f"{what} not received within {timeout}s on {self.socket_id}; "
-                                     f"frames so far: {self.frames[-10:]}")
+                raise AssertionError(
+                    f"{what} not received within {timeout}s on {self.socket_id}; "
+                    f"frames so far: {self.frames[-10:]}"
+                )
             try:
                 frame = await self.recv(left)
             except TimeoutError:
                 continue
             except websockets.ConnectionClosed as exc:
-                raise AssertionError(f"socket {self.socket_id} closed while waiting for {what}: "
-                                     f"code={self.ws.close_code} reason={self.ws.close_reason!r}; "
-                                     f"frames: {self.frames[-10:]}") from exc
+                raise AssertionError(
+                    f"socket {self.socket_id} closed while waiting for {what}: "
+                    f"code={self.ws.close_code} reason={self.ws.close_reason!r}; "
+                    f"frames: {self.frames[-10:]}"
+                ) from exc
             if pred(frame):
                 return frame
 
@@ -188,24 +193,29 @@ class RawClient:
             except TimeoutError:
                 return got
             except websockets.ConnectionClosed as exc:
-                raise AssertionError(f"socket {self.socket_id} closed unexpectedly: "
-                                     f"code={self.ws.close_code} reason={self.ws.close_reason!r}") from exc
+                raise AssertionError(
+                    f"socket {self.socket_id} closed unexpectedly: "
+                    f"code={self.ws.close_code} reason={self.ws.close_reason!r}"
+                ) from exc
 
-    async def subscribe(self, channel: str, auth: str | None = None,
-                        channel_data: str | None = None) -> dict:
+    async def subscribe(self, channel: str, auth: str | None = None, channel_data: str | None = None) -> dict:
         """Subscribe and require ``subscription_succeeded``; returns that frame."""
         data: dict[str, Any] = {"channel": channel, "auth": auth or ""}
         if channel_data is not None:
             data["channel_data"] = channel_data
         await self.send("pusher:subscribe", data)
         frame = await self.wait_for(
-            lambda f: _is(SUCCEEDED, channel)(f) or f.get("event") in ("pusher:error", "pusher:subscription_error"),
-            what=f"subscription_succeeded for {channel}")
+            lambda f: (
+                _is(SUCCEEDED, channel)(f) or f.get("event") in ("pusher:error", "pusher:subscription_error")
+            ),
+            what=f"subscription_succeeded for {channel}",
+        )
         assert frame.get("event") == SUCCEEDED, f"subscribe to {channel} failed: {frame}"
         return frame
 
-    async def subscribe_presence(self, sdk: pusher.Pusher, channel: str, user_id: str,
-                                 user_info: Any = None) -> dict:
+    async def subscribe_presence(
+        self, sdk: pusher.Pusher, channel: str, user_id: str, user_info: Any = None
+    ) -> dict:
         custom = {"user_id": user_id}
         if user_info is not None:
             custom["user_info"] = user_info
@@ -223,7 +233,8 @@ class RawClient:
     async def signin(self, auth: dict) -> dict:
         await self.send("pusher:signin", {"auth": auth["auth"], "user_data": auth["user_data"]})
         frame = await self.wait_for(
-            lambda f: f.get("event") in ("pusher:signin_success", "pusher:error"), what="signin reply")
+            lambda f: f.get("event") in ("pusher:signin_success", "pusher:error"), what="signin reply"
+        )
         assert frame.get("event") == "pusher:signin_success", f"signin failed: {frame}"
         return frame
 
@@ -374,7 +385,11 @@ def test_trigger_batch(server):
                 else:
                     assert json.loads(f["data"]) == data
             # Order within ch1 follows batch order.
-            order = [f["event"] for f in c.frames if f.get("channel") == ch1 and f.get("event", "").startswith("b-")]
+            order = [
+                f["event"]
+                for f in c.frames
+                if f.get("channel") == ch1 and f.get("event", "").startswith("b-")
+            ]
             assert order == ["b-one", "b-three"], order
             extra = await c.collect(0.5)
             assert not [f for f in extra if f.get("event", "").startswith("b-")], extra
@@ -385,8 +400,9 @@ def test_trigger_batch(server):
 # --------------------------------------------------------------------------- channel queries
 
 
-async def _occupy(cs: Clients, sdk: pusher.Pusher, pa: str, pb: str | None = None,
-                  pub: str | None = None) -> tuple[str, str, str]:
+async def _occupy(
+    cs: Clients, sdk: pusher.Pusher, pa: str, pb: str | None = None, pub: str | None = None
+) -> tuple[str, str, str]:
     """presence ``pa``: users u1 (two sockets) and u2; presence ``pb``: u3; public ``pub``: 1 socket."""
     u = _uid()
     u1, u2, u3 = f"u1-{u}", f"u2-{u}", f"u3-{u}"
@@ -417,11 +433,15 @@ def test_channels_info(server):
 
             def presence_ok(r):
                 chans = r.get("channels", {})
-                return (chans.get(pa, {}).get("user_count") == 2 and chans.get(pb, {}).get("user_count") == 1
-                        and vacated not in chans)
+                return (
+                    chans.get(pa, {}).get("user_count") == 2
+                    and chans.get(pb, {}).get("user_count") == 1
+                    and vacated not in chans
+                )
 
-            res = await _poll(lambda: sdk.channels_info(prefix_filter="presence-", attributes=["user_count"]),
-                              presence_ok)
+            res = await _poll(
+                lambda: sdk.channels_info(prefix_filter="presence-", attributes=["user_count"]), presence_ok
+            )
             chans = res["channels"]
             assert pa in chans and pb in chans, res
             assert chans[pa]["user_count"] == 2, res  # u1 twice counts once
@@ -431,8 +451,10 @@ def test_channels_info(server):
             assert never not in chans, res
             assert vacated not in chans, res
 
-            res = await _poll(lambda: sdk.channels_info(),
-                              lambda r: {pa, pb, pub} <= set(r.get("channels", {})) and vacated not in r["channels"])
+            res = await _poll(
+                lambda: sdk.channels_info(),
+                lambda r: {pa, pb, pub} <= set(r.get("channels", {})) and vacated not in r["channels"],
+            )
             chans = res["channels"]
             assert {pa, pb, pub} <= set(chans), res
             for name in (pa, pb, pub):
@@ -538,7 +560,8 @@ def test_terminate_user_connections(server):
                 await asyncio.wait_for(victim.ws.wait_closed(), WAIT)
             except TimeoutError:
                 raise AssertionError(
-                    f"signed-in socket not closed within {WAIT}s; frames: {victim.frames}") from None
+                    f"signed-in socket not closed within {WAIT}s; frames: {victim.frames}"
+                ) from None
             assert victim.ws.close_code == 4009, (victim.ws.close_code, victim.ws.close_reason)
 
             # The others stay open and responsive.
@@ -579,7 +602,9 @@ def test_authenticate_presence_channel(server):
         uid_a, uid_b = f"ada-{u}", f"bo-{u}"
         async with Clients(server) as cs:
             a, b = await cs.new(), await cs.new()
-            auth = await _call(sdk.authenticate, ch, a.socket_id, {"user_id": uid_a, "user_info": {"name": "Ada"}})
+            auth = await _call(
+                sdk.authenticate, ch, a.socket_id, {"user_id": uid_a, "user_info": {"name": "Ada"}}
+            )
             assert set(auth) == {"auth", "channel_data"} and AUTH_RE.match(auth["auth"]), auth
             f = await a.subscribe(ch, auth["auth"], auth["channel_data"])
             presence = json.loads(f["data"])["presence"]
@@ -611,15 +636,19 @@ def test_tampered_auth_rejected_socket_stays_open(server):
             last = good[-1]
             bad = good[:-1] + ("0" if last != "0" else "1")
             await c.send("pusher:subscribe", {"channel": priv, "auth": bad})
-            err = await c.wait_for(lambda f: _is_error()(f) or _is(SUCCEEDED, priv)(f),
-                                   what="pusher:error for tampered private auth")
+            err = await c.wait_for(
+                lambda f: _is_error()(f) or _is(SUCCEEDED, priv)(f),
+                what="pusher:error for tampered private auth",
+            )
             assert _is_error(4009)(err), err
 
             # Signature for another socket id is rejected as well.
             foreign = (await _call(sdk.authenticate, priv, "1234.5678"))["auth"]
             await c.send("pusher:subscribe", {"channel": priv, "auth": foreign})
-            err = await c.wait_for(lambda f: _is_error()(f) or _is(SUCCEEDED, priv)(f),
-                                   what="pusher:error for foreign-socket auth")
+            err = await c.wait_for(
+                lambda f: _is_error()(f) or _is(SUCCEEDED, priv)(f),
+                what="pusher:error for foreign-socket auth",
+            )
             assert _is_error(4009)(err), err
 
             # Presence: channel_data altered after signing.
@@ -627,8 +656,10 @@ def test_tampered_auth_rejected_socket_stays_open(server):
             forged = auth["channel_data"].replace(f"ada-{u}", f"eve-{u}")
             assert forged != auth["channel_data"]
             await c.send("pusher:subscribe", {"channel": pres, "auth": auth["auth"], "channel_data": forged})
-            err = await c.wait_for(lambda f: _is_error()(f) or _is(SUCCEEDED, pres)(f),
-                                   what="pusher:error for forged channel_data")
+            err = await c.wait_for(
+                lambda f: _is_error()(f) or _is(SUCCEEDED, pres)(f),
+                what="pusher:error for forged channel_data",
+            )
             assert _is_error(4009)(err), err
 
             # Still open and usable: the genuine auth now works.

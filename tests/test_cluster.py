@@ -68,6 +68,18 @@ def presence_data(user_id: str) -> dict:
     return {"user_id": user_id, "user_info": {"name": user_id.upper()}}
 
 
+async def subscribed_on_each(channel: str, *servers: LiveServer) -> list[PusherClient]:
+    """One client per node, each subscribed to ``channel`` (and given time to reach Redis)."""
+    clients = []
+    for server in servers:
+        client = await PusherClient.connect(server.ws_url)
+        await client.subscribe(channel)
+        await client.expect("pusher_internal:subscription_succeeded", channel)
+        clients.append(client)
+    await asyncio.sleep(0.2)
+    return clients
+
+
 def test_a_burst_of_concurrent_publishes_is_accepted_and_delivered_once_on_both_nodes(nodes):
     """Hundreds of publishes in flight at once: none refused for want of Redis connections, each
     delivered exactly once on each node (they share one pipelined write to Redis per loop turn)."""
@@ -75,12 +87,7 @@ def test_a_burst_of_concurrent_publishes_is_accepted_and_delivered_once_on_both_
     count = 300
 
     async def scenario():
-        on_a = await PusherClient.connect(a.ws_url)
-        on_b = await PusherClient.connect(b.ws_url)
-        for client in (on_a, on_b):
-            await client.subscribe("burst")
-            await client.expect("pusher_internal:subscription_succeeded", "burst")
-        await asyncio.sleep(0.2)
+        on_a, on_b = await subscribed_on_each("burst", a, b)
         limits = httpx.Limits(max_connections=count, max_keepalive_connections=count)
         async with httpx.AsyncClient(limits=limits, timeout=30) as http:
 
@@ -108,12 +115,7 @@ def test_event_published_on_one_node_reaches_subscribers_on_both(nodes):
     a, b = nodes
 
     async def scenario():
-        on_a = await PusherClient.connect(a.ws_url)
-        on_b = await PusherClient.connect(b.ws_url)
-        for client in (on_a, on_b):
-            await client.subscribe("orders")
-            await client.expect("pusher_internal:subscription_succeeded", "orders")
-        await asyncio.sleep(0.2)
+        on_a, on_b = await subscribed_on_each("orders", a, b)
         response = await asyncio.to_thread(publish, b, {"name": "created", "channel": "orders", "data": "x"})
         assert response.status_code == 200, response.text
         got_a = await on_a.expect("created", "orders")

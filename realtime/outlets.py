@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import struct
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -19,6 +20,7 @@ from typing import Any
 
 from .protocol.frames import to_v2
 
+log = logging.getLogger(__name__)
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
@@ -222,7 +224,10 @@ def _uncork() -> None:
     outlets = _corked[:]
     _corked.clear()
     for outlet in outlets:
-        outlet.flush()
+        try:
+            outlet.flush()
+        except Exception:  # one broken socket must not keep the others' frames unsent
+            log.exception("writing to a socket failed")
 
 
 class AsgiOutlet(Outlet):

@@ -107,7 +107,12 @@ def test_close_and_ping_go_out_after_the_frames_sent_before_them():
         await asyncio.sleep(0.01)
 
     run_turns(body)
-    assert log == [("kernel", frame("one").wire), ("ping", None), ("kernel", frame("two").wire), ("close", 4100)]
+    assert log == [
+        ("kernel", frame("one").wire),
+        ("ping", None),
+        ("kernel", frame("two").wire),
+        ("close", 4100),
+    ]
     assert not out.send(frame("late"))  # closed: refused, never written
 
 

@@ -138,6 +138,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Worker processes of manage.py serve on one port (each a node; more than 1 needs ADAPTER_DRIVER=redis).",
     ),
     Setting(
+        "GC_GEN0_THRESHOLD",
+        0,
+        int,
+        "Allocations between young garbage collections in serve; 0 keeps Python's 700 (see Performance).",
+    ),
+    Setting(
         "SHUTDOWN_GRACE_PERIOD",
         10,
         int,

@@ -105,6 +105,8 @@ class RedisAdapter(Adapter):
         self.cleanup_interval = s["CLUSTER_HEALTH_CLEANUP_INTERVAL_MS"] / 1000
         self.redis = async_client(self.url, decode_responses=True, health_check_interval=10)
         self.topic = f"{self.prefix}#broadcast"
+        # Every message this node sends starts like this (``_envelope`` puts the node id first).
+        self._own_prefix = frames.dumps({"n": self.node_id})[:-1] + ","
         self._join = self.redis.register_script(_JOIN)
         self._leave = self.redis.register_script(_LEAVE)
         self._count = self.redis.register_script(_COUNT)
@@ -174,6 +176,8 @@ class RedisAdapter(Adapter):
             delay = min(delay * 2, 5.0)
 
     def _on_message(self, raw: str) -> None:
+        if raw.startswith(self._own_prefix):
+            return  # our own broadcast, already delivered here: not worth decoding
         try:
             msg = json.loads(raw)
             if msg.get("n") == self.node_id:

@@ -25,6 +25,7 @@ AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 _UNSET = object()
+FLUSH_BYTES = 64 * 1024  # corked bytes per socket past which they are written at once
 
 
 class OutFrame:
@@ -151,6 +152,11 @@ class DaphneOutlet(Outlet):
         else:
             pending.append(wire)
             self.pending_bytes += len(wire)
+        if self.pending_bytes >= FLUSH_BYTES:
+            # A big turn goes out now: only what the kernel refuses counts against the limit, so a
+            # burst of large frames in one turn never looks like a slow consumer.
+            self.flush()
+            return self.backlog <= self.limit
         if self.pending_bytes + self.backlog > self.limit:
             self.backlog = _unsent(self.protocol.transport)
             return self.pending_bytes + self.backlog <= self.limit

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from realtime.outlets import DaphneOutlet, OutFrame
+from realtime.outlets import FLUSH_BYTES, DaphneOutlet, OutFrame
 
 
 class FakeSocket:
@@ -160,3 +160,29 @@ def test_a_failing_socket_does_not_keep_other_sockets_frames_unsent():
 
     run_turns(body)
     assert log == [("kernel", frame("y").wire)]
+
+
+def test_a_large_burst_in_one_turn_is_not_a_slow_consumer_when_the_kernel_takes_it():
+    big = "x" * 10_000
+    out, socket, log = outlet(limit=100_000)
+
+    async def body() -> None:
+        assert all(out.send(frame(big)) for _ in range(200))  # 2 MB in one turn, limit 100 KB
+        await asyncio.sleep(0.01)
+
+    run_turns(body)
+    # Written as it grew: no write holds more than the flush threshold plus one frame.
+    assert socket.sends > 1
+    assert max(len(data) for _kind, data in log) < FLUSH_BYTES + len(frame(big).wire)
+    assert b"".join(data for _kind, data in log) == frame(big).wire * 200
+
+
+def test_a_large_burst_the_kernel_refuses_is_a_slow_consumer():
+    big = "x" * 10_000
+    out, _socket, _log = outlet(accept=0, limit=100_000)
+
+    async def body() -> None:
+        results = [out.send(frame(big)) for _ in range(30)]
+        assert results[0] and not results[-1]
+
+    run_turns(body)

@@ -15,9 +15,9 @@ MAX_CONNECTIONS = 32  # per client (one per process and event loop)
 WAIT_TIMEOUT = 5.0  # seconds a command may wait for a free connection
 
 
-def async_client(url: str, *, max_connections: int = MAX_CONNECTIONS, **options: Any) -> aioredis.Redis:
+def async_client(url: str, **options: Any) -> aioredis.Redis:
     """A client for the running event loop (redis.asyncio connections belong to one loop)."""
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=WAIT_TIMEOUT, **options
+        url, max_connections=MAX_CONNECTIONS, timeout=WAIT_TIMEOUT, **options
     )
     return aioredis.Redis(connection_pool=pool)

@@ -180,8 +180,6 @@ class RedisAdapter(Adapter):
             return  # our own broadcast, already delivered here: not worth decoding
         try:
             msg = json.loads(raw)
-            if msg.get("n") == self.node_id:
-                return
             kind = msg["t"]
             if kind == "b":
                 position = msg.get("p")

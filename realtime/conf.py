@@ -44,6 +44,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Unsent outbound data per connection before it is closed as a slow consumer (4100).",
     ),
     Setting(
+        "WEBSOCKET_FLUSH_MAX_DELAY_MS",
+        100,
+        int,
+        "Longest a frame waits for a busy event loop before it is written (0 = every loop turn).",
+    ),
+    Setting(
         "WEBSOCKET_MAX_MESSAGES",
         1000,
         int,

@@ -21,7 +21,7 @@ from .conf import adapter_path, server_settings
 from .connection import Connection
 from .events import EventSink, make_sink
 from .origins import origin_allowed
-from .outlets import OutFrame, make_outlet
+from .outlets import OutFrame, make_outlet, set_flush_max_delay
 from .protocol import errors, frames
 from .protocol.channels import META_PREFIX
 from .protocol.errors import ProtocolError
@@ -54,6 +54,7 @@ class Engine:
         self.sweep_interval = float(s["HEARTBEAT_SWEEP_INTERVAL"])
         self.count_interval = float(s["SUBSCRIPTION_COUNT_INTERVAL"])
         self.outlet_limits = (int(s["WEBSOCKET_MAX_BUFFER_KB"]) * 1024, int(s["WEBSOCKET_MAX_MESSAGES"]))
+        set_flush_max_delay(int(s["WEBSOCKET_FLUSH_MAX_DELAY_MS"]) / 1000)
         self.cache: dict[tuple[str, str], tuple[str, float]] = {}
         self._count_pending: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._count_last: dict[tuple[str, str], float] = {}

@@ -2,7 +2,7 @@
 
 A broadcast is encoded once into an ``OutFrame``; delivering it to a subscriber is a buffer append.
 Under daphne the outlet collects the prebuilt WebSocket frames (the same bytes for every subscriber)
-during a loop turn and writes them to the socket once at its end; its unsent bytes (corked plus
+and writes them to the socket once the event loop has run the work already queued; its unsent bytes (corked plus
 what the Twisted transport holds) are the bounded outbox: past the limit the connection is closed
 as a slow consumer (4100) and nobody else waits.
 Any other ASGI server gets a bounded per-connection queue drained by one writer task.
@@ -115,13 +115,13 @@ class Outlet:
 
 
 class DaphneOutlet(Outlet):
-    """Direct writes to daphne's autobahn protocol and its Twisted transport, corked per loop turn.
+    """Direct writes to daphne's autobahn protocol and its Twisted transport, corked.
 
-    ``send`` only appends the frame's bytes to the connection's pending list; one callback at the
-    end of the event-loop turn writes each connection's pending bytes with a single ``send()``.
-    Under load a socket receives several frames per turn, so the kernel (ours and the reader's)
-    handles one write and one read where it would handle one per frame. Idle, a frame waits for no
-    more than the rest of the current turn.
+    ``send`` only appends the frame's bytes to the connection's pending list; one callback writes
+    each connection's pending bytes with a single ``send()``: at the end of the event-loop turn
+    when the loop is idle, after the work already queued when it is busy (bounded by
+    ``set_flush_max_delay``). Under load a socket receives many frames per write, so the kernel
+    (ours and the reader's) handles one write and one read where it would handle one per frame.
     """
 
     __slots__ = ("protocol", "limit", "direct", "pending", "pending_bytes", "backlog")
@@ -217,16 +217,46 @@ def _unsent(transport: Any) -> int:
 
 
 _corked: list[DaphneOutlet] = []
+_corked_since = 0.0  # loop time of the first cork since the last write
+_deferrals = 0
+FLUSH_MAX_DEFERRALS = 32  # a busy loop still writes after this many re-queued turns
+_flush_max_delay = 0.1  # seconds; see ``set_flush_max_delay``
+
+
+def set_flush_max_delay(seconds: float) -> None:
+    """How long corked frames may wait for a busy event loop (0: write at the end of every turn).
+
+    Idle, the loop has nothing else ready and frames are written at the end of the turn that sent
+    them. Busy (callbacks already queued: publishes, reads, other fan-outs), the write waits for
+    that work, so a socket gets the frames of many broadcasts in one ``send()``. Each write to a
+    TCP socket costs the sender and the reader far more than its bytes do, so under load this
+    multiplies what a node (and its clients) can carry, and the wait is bounded by this delay.
+    """
+    global _flush_max_delay
+    _flush_max_delay = max(0.0, seconds)
 
 
 def _cork(outlet: DaphneOutlet) -> None:
-    """Remember ``outlet`` for the end of this loop turn (one callback per turn for all of them)."""
+    """Remember ``outlet`` for the next write (one callback for all of them)."""
+    global _corked_since
     if not _corked:
-        asyncio.get_running_loop().call_soon(_uncork)
+        loop = asyncio.get_running_loop()
+        _corked_since = loop.time()
+        loop.call_soon(_uncork, loop)
     _corked.append(outlet)
 
 
-def _uncork() -> None:
+def _uncork(loop: asyncio.AbstractEventLoop) -> None:
+    global _deferrals
+    if (
+        _deferrals < FLUSH_MAX_DEFERRALS
+        and getattr(loop, "_ready", None)  # asyncio's queue of callbacks due this turn or next
+        and loop.time() - _corked_since < _flush_max_delay
+    ):
+        _deferrals += 1
+        loop.call_soon(_uncork, loop)  # after the work already queued
+        return
+    _deferrals = 0
     outlets = _corked[:]
     _corked.clear()
     for outlet in outlets:

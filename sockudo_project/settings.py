@@ -113,9 +113,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO").upper()},
     "loggers": {
-        "daphne": {"level": os.environ.get("DAPHNE_LOG_LEVEL", "WARNING")},
+        "daphne": {"level": os.environ.get("DAPHNE_LOG_LEVEL", "WARNING").upper()},
         # httpx logs every request at INFO (one line per webhook POST); outcomes are logged by us.
         "httpx": {"level": "WARNING"},
     },

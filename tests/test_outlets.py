@@ -1,11 +1,23 @@
-"""The daphne outlet corks frames per event-loop turn: one kernel write per socket per turn, in
-order, flushed before a close or ping, bounded by the slow-consumer limit."""
+"""The daphne outlet corks frames: one kernel write per socket per idle loop turn (later, bounded,
+when the loop is busy), in order, flushed before a close or ping, bounded by the slow-consumer
+limit."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
-from realtime.outlets import FLUSH_BYTES, DaphneOutlet, OutFrame
+import pytest
+
+from realtime import outlets
+from realtime.outlets import FLUSH_BYTES, DaphneOutlet, OutFrame, set_flush_max_delay
+
+
+@pytest.fixture(autouse=True)
+def _default_flush_delay():
+    yield
+    set_flush_max_delay(0.1)
+    outlets._corked.clear()  # a test's loop may end with frames still corked
 
 
 class FakeSocket:
@@ -75,8 +87,7 @@ def test_frames_of_one_turn_leave_in_one_write_in_order():
         for i in range(3):
             assert out.send(frame(f'{{"n":{i}}}'))
         assert socket.sends == 0  # nothing written until the turn ends
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
 
     run_turns(body)
     assert socket.sends == 1
@@ -186,3 +197,86 @@ def test_a_large_burst_the_kernel_refuses_is_a_slow_consumer():
         assert results[0] and not results[-1]
 
     run_turns(body)
+
+
+def busy(loop: asyncio.AbstractEventLoop, until: float, turns: list) -> None:
+    """A callback that keeps the loop busy (always something ready) until ``until``."""
+    turns.append(time.monotonic())
+    if time.monotonic() < until:
+        loop.call_soon(busy, loop, until, turns)
+
+
+def test_a_busy_loop_writes_after_the_work_already_queued():
+    out, socket, log = outlet()
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        out.send(frame("a"))
+        # Work already queued when the turn ends (other publishes, reads): their frames join.
+        loop.call_soon(out.send, frame("b"))
+        loop.call_soon(lambda: loop.call_soon(out.send, frame("c")))
+        await asyncio.sleep(0.01)
+
+    run_turns(body)
+    assert socket.sends == 1
+    assert log == [("kernel", frame("a").wire + frame("b").wire + frame("c").wire)]
+
+
+def test_the_wait_for_a_busy_loop_is_bounded_by_the_flush_delay():
+    set_flush_max_delay(0.01)
+    out, socket, log = outlet()
+    written_at: list[float] = []
+    real_send = socket.send
+
+    def timed_send(data: bytes) -> int:
+        written_at.append(time.monotonic())
+        return real_send(data)
+
+    socket.send = timed_send
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        start = time.monotonic()
+        turns: list = []
+        outlets.FLUSH_MAX_DEFERRALS, saved = 10**9, outlets.FLUSH_MAX_DEFERRALS
+        try:
+            busy(loop, start + 0.2, turns)
+            out.send(frame("a"))
+            await asyncio.sleep(0.3)
+        finally:
+            outlets.FLUSH_MAX_DEFERRALS = saved
+        assert written_at, "a loop that never idles must not hold frames forever"
+        assert written_at[0] - start < 0.1  # about the 10 ms bound, far before the loop idles
+
+    run_turns(body)
+    assert log == [("kernel", frame("a").wire)]
+
+
+def test_the_wait_for_a_busy_loop_is_bounded_in_turns():
+    set_flush_max_delay(60)
+    out, socket, _log = outlet()
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        turns: list = []
+        busy(loop, time.monotonic() + 0.5, turns)
+        out.send(frame("a"))
+        while socket.sends == 0:
+            await asyncio.sleep(0)
+        assert len(turns) <= outlets.FLUSH_MAX_DEFERRALS + 2
+
+    run_turns(body)
+
+
+def test_a_zero_delay_writes_at_the_end_of_every_turn():
+    set_flush_max_delay(0)
+    out, socket, log = outlet()
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        out.send(frame("a"))
+        loop.call_soon(lambda: loop.call_soon(out.send, frame("b")))
+        await asyncio.sleep(0.01)
+
+    run_turns(body)
+    assert log == [("kernel", frame("a").wire), ("kernel", frame("b").wire)]

@@ -218,6 +218,7 @@ def _unsent(transport: Any) -> int:
 
 _corked: list[DaphneOutlet] = []
 _corked_since = 0.0  # loop time of the first cork since the last write
+_last_write = float("-inf")  # loop time the last write round ended
 _deferrals = 0
 FLUSH_MAX_DEFERRALS = 32  # a busy loop still writes after this many re-queued turns
 _flush_max_delay = 0.1  # seconds; see ``set_flush_max_delay``
@@ -226,11 +227,11 @@ _flush_max_delay = 0.1  # seconds; see ``set_flush_max_delay``
 def set_flush_max_delay(seconds: float) -> None:
     """How long corked frames may wait for a busy event loop (0: write at the end of every turn).
 
-    Idle, the loop has nothing else ready and frames are written at the end of the turn that sent
-    them. Busy (callbacks already queued: publishes, reads, other fan-outs), the write waits for
-    that work, so a socket gets the frames of many broadcasts in one ``send()``. Each write to a
-    TCP socket costs the sender and the reader far more than its bytes do, so under load this
-    multiplies what a node (and its clients) can carry, and the wait is bounded by this delay.
+    Idle, frames are written at the end of the turn that sent them. Busy (the last write round was
+    less than this delay ago and callbacks are already queued: publishes, reads, other fan-outs),
+    the write waits for that work, so a socket gets the frames of many broadcasts in one ``send()``.
+    Each write to a TCP socket costs the sender and the reader far more than its bytes do, so under
+    load this multiplies what a node (and its clients) can carry; the wait is bounded by this delay.
     """
     global _flush_max_delay
     _flush_max_delay = max(0.0, seconds)
@@ -247,10 +248,11 @@ def _cork(outlet: DaphneOutlet) -> None:
 
 
 def _uncork(loop: asyncio.AbstractEventLoop) -> None:
-    global _deferrals
+    global _deferrals, _last_write
     if (
         _deferrals < FLUSH_MAX_DEFERRALS
         and getattr(loop, "_ready", None)  # asyncio's queue of callbacks due this turn or next
+        and _corked_since - _last_write < _flush_max_delay  # busy: frames keep coming
         and loop.time() - _corked_since < _flush_max_delay
     ):
         _deferrals += 1
@@ -264,6 +266,7 @@ def _uncork(loop: asyncio.AbstractEventLoop) -> None:
             outlet.flush()
         except Exception:  # one broken socket must not keep the others' frames unsent
             log.exception("writing to a socket failed")
+    _last_write = loop.time()
 
 
 class AsgiOutlet(Outlet):

@@ -18,6 +18,7 @@ def _default_flush_delay():
     yield
     set_flush_max_delay(0.1)
     outlets._corked.clear()  # a test's loop may end with frames still corked
+    outlets._last_write = float("-inf")
 
 
 class FakeSocket:
@@ -206,11 +207,18 @@ def busy(loop: asyncio.AbstractEventLoop, until: float, turns: list) -> None:
         loop.call_soon(busy, loop, until, turns)
 
 
+async def recent_write(out: DaphneOutlet) -> None:
+    """Under load the last write round was moments ago; frames keep coming."""
+    out.send(frame("warm"))
+    await asyncio.sleep(0.001)
+
+
 def test_a_busy_loop_writes_after_the_work_already_queued():
     out, socket, log = outlet()
 
     async def body() -> None:
         loop = asyncio.get_running_loop()
+        await recent_write(out)
         out.send(frame("a"))
         # Work already queued when the turn ends (other publishes, reads): their frames join.
         loop.call_soon(out.send, frame("b"))
@@ -218,8 +226,21 @@ def test_a_busy_loop_writes_after_the_work_already_queued():
         await asyncio.sleep(0.01)
 
     run_turns(body)
-    assert socket.sends == 1
-    assert log == [("kernel", frame("a").wire + frame("b").wire + frame("c").wire)]
+    assert socket.sends == 2
+    assert log[1:] == [("kernel", frame("a").wire + frame("b").wire + frame("c").wire)]
+
+
+def test_an_idle_loop_writes_at_the_end_of_the_turn_even_with_callbacks_queued():
+    out, socket, log = outlet()  # no write for longer than the delay: not under load
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        out.send(frame("a"))
+        loop.call_soon(lambda: loop.call_soon(out.send, frame("b")))
+        await asyncio.sleep(0.01)
+
+    run_turns(body)
+    assert log == [("kernel", frame("a").wire), ("kernel", frame("b").wire)]
 
 
 def test_the_wait_for_a_busy_loop_is_bounded_by_the_flush_delay():
@@ -240,6 +261,7 @@ def test_the_wait_for_a_busy_loop_is_bounded_by_the_flush_delay():
         turns: list = []
         outlets.FLUSH_MAX_DEFERRALS, saved = 10**9, outlets.FLUSH_MAX_DEFERRALS
         try:
+            outlets._last_write = loop.time()  # under load
             busy(loop, start + 0.2, turns)
             out.send(frame("a"))
             await asyncio.sleep(0.3)
@@ -259,6 +281,7 @@ def test_the_wait_for_a_busy_loop_is_bounded_in_turns():
     async def body() -> None:
         loop = asyncio.get_running_loop()
         turns: list = []
+        outlets._last_write = loop.time()  # under load
         busy(loop, time.monotonic() + 0.5, turns)
         out.send(frame("a"))
         while socket.sends == 0:
@@ -274,6 +297,7 @@ def test_a_zero_delay_writes_at_the_end_of_every_turn():
 
     async def body() -> None:
         loop = asyncio.get_running_loop()
+        outlets._last_write = loop.time()
         out.send(frame("a"))
         loop.call_soon(lambda: loop.call_soon(out.send, frame("b")))
         await asyncio.sleep(0.01)

@@ -4,10 +4,19 @@ The admin needs sessions, CSRF, authentication and messages middleware; the Push
 none of them. Django runs every such middleware hook of an async request in a worker thread, and
 those hops cost about 2 ms per publish (measured with py-spy), so ``/apps/...`` and ``/users/...``
 go through this handler, which loads only the middleware listed in ``API_MIDDLEWARE``.
+
+Django also gives every request a fresh thread for its sync code (and a second one to join it
+afterwards); this handler lends each request a single-thread executor from a pool instead, so a
+request still runs its sync code on one thread of its own but no thread is started per request.
 """
 
 from __future__ import annotations
 
+import inspect
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
@@ -20,7 +29,32 @@ API_MIDDLEWARE = (
 )
 
 
+# asgiref >= 3.13 lets the caller own a thread-sensitive context's executor; older ones cannot.
+_LENDS_EXECUTORS = "executor" in inspect.signature(ThreadSensitiveContext).parameters
+IDLE_EXECUTORS_KEPT = 64  # threads kept for the next requests; more concurrent requests get new ones
+
+
 class APIHandler(ASGIHandler):
+    def __init__(self) -> None:
+        super().__init__()
+        self._idle: list[ThreadPoolExecutor] = []
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if not _LENDS_EXECUTORS or scope["type"] != "http":
+            return await super().__call__(scope, receive, send)
+        idle = self._idle
+        executor = idle.pop() if idle else ThreadPoolExecutor(1, thread_name_prefix="api")
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            # A view still running after its client went away only delays the executor's next
+            # request (one worker runs one call at a time); it never shares the thread.
+            if len(idle) < IDLE_EXECUTORS_KEPT:
+                idle.append(executor)
+            else:
+                executor.shutdown(wait=False)
+
     def load_middleware(self, is_async: bool = False) -> None:
         """Django's loader over the API subset of ``settings.MIDDLEWARE`` (same order)."""
         full = settings.MIDDLEWARE

@@ -145,7 +145,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "GC_GEN0_THRESHOLD",
-        0,
+        50000,
         int,
         "Allocations between young garbage collections in serve; 0 keeps Python's 700 (see Performance).",
     ),

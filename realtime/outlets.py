@@ -2,9 +2,9 @@
 
 A broadcast is encoded once into an ``OutFrame``; delivering it to a subscriber is a buffer append.
 Under daphne the outlet collects the prebuilt WebSocket frames (the same bytes for every subscriber)
-and writes them to the socket once the event loop has run the work already queued; its unsent bytes (corked plus
-what the Twisted transport holds) are the bounded outbox: past the limit the connection is closed
-as a slow consumer (4100) and nobody else waits.
+and writes them to the socket in one go once the event loop has run the work already queued; its
+unsent bytes (corked plus what the Twisted transport holds) are the bounded outbox: past the limit
+the connection is closed as a slow consumer (4100) and nobody else waits.
 Any other ASGI server gets a bounded per-connection queue drained by one writer task.
 """
 

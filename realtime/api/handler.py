@@ -29,7 +29,8 @@ API_MIDDLEWARE = (
 )
 
 
-# asgiref >= 3.13 lets the caller own a thread-sensitive context's executor; older ones cannot.
+# Recent asgiref lets the caller own a thread-sensitive context's executor; older ones cannot
+# (then every request gets Django's fresh thread, as before).
 _LENDS_EXECUTORS = "executor" in inspect.signature(ThreadSensitiveContext).parameters
 IDLE_EXECUTORS_KEPT = 64  # threads kept for the next requests; more concurrent requests get new ones
 

@@ -190,6 +190,7 @@ class UpgradeSniffer(protocol.Protocol):
             handler._raw_query_string = target.split(b"?", 1)[1] if b"?" in target else b""
         else:
             handler = daphne_http.HTTPFactory.buildProtocol(self.factory, self.addr)
+            handler.requestFactory = BodyOnlyRequest
         transport, data, self.buffer = self.transport, self.buffer, b""
         if isinstance(transport, ProtocolWrapper):
             transport.wrappedProtocol = handler
@@ -202,6 +203,15 @@ class UpgradeSniffer(protocol.Protocol):
         self.lost = True
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
+
+
+class BodyOnlyRequest(daphne_http.WebRequest):
+    """daphne hands the raw body to the application and never reads Twisted's parsed form
+    arguments; skipping that parse saves an ``email``-module Content-Type parse on every POST
+    (about 9 % of a publish's CPU)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs, parsePOSTFormSubmission=False)
 
 
 class SniffingHTTPFactory(daphne_http.HTTPFactory):

@@ -1,6 +1,7 @@
 """The HTTP API handler lends each request a pooled single-thread executor: a request's sync code
 runs on one thread of its own, concurrent requests never share one, and no thread is started per
-request (checked in a fresh interpreter with Django set up, so this process stays Django-free)."""
+request; a publish runs on the event loop without handing anything to a thread (checked in a fresh
+interpreter with Django set up, so this process stays Django-free)."""
 
 from __future__ import annotations
 
@@ -41,9 +42,57 @@ print(json.dumps(dict(seen=seen, threads=after)))
 """
 
 
-def probe() -> dict:
+PUBLISH_PROBE = """
+import asyncio, concurrent.futures, json
+import django
+django.setup()
+from realtime.testing import signed_query
+from sockudo_project.asgi import application
+
+submitted = []
+original_submit = concurrent.futures.ThreadPoolExecutor.submit
+
+def counting_submit(self, fn, *args, **kwargs):
+    submitted.append(getattr(fn, "__qualname__", repr(fn)))
+    return original_submit(self, fn, *args, **kwargs)
+
+concurrent.futures.ThreadPoolExecutor.submit = counting_submit
+
+async def request(path, body):
+    query = signed_query("POST", path, "probe-key", "probe-secret", body)
+    scope = dict(type="http", method="POST", path=path, raw_path=path.encode(), query_string=query.encode(),
+                 headers=[(b"content-type", b"application/json")], client=("127.0.0.1", 5000),
+                 server=("127.0.0.1", 80), scheme="http", http_version="1.1", root_path="")
+    messages = [dict(type="http.request", body=body, more_body=False)]
+    sent = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    await application(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]).decode()
+
+async def main():
+    event = json.dumps(dict(name="e", channel="c", data="x")).encode()
+    batch = json.dumps(dict(batch=[dict(name="e", channel="c", data="x")] * 2)).encode()
+    await request("/apps/probe/events", event)  # warm-up: starts the engine
+    submitted.clear()
+    results = [await request("/apps/probe/events", event) for _ in range(3)]
+    results.append(await request("/apps/probe/batch_events", batch))
+    return results
+
+print(json.dumps(dict(results=asyncio.run(main()), submitted=submitted)))
+"""
+
+
+def probe(code: str = PROBE, env: dict[str, str] | None = None) -> dict:
     result = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         check=True,
@@ -51,6 +100,7 @@ def probe() -> dict:
             "DJANGO_SETTINGS_MODULE": "sockudo_project.settings",
             "PATH": "",
             "DATABASE_URL": "sqlite://:memory:",
+            **(env or {}),
         },
         cwd=Path(__file__).resolve().parent.parent,
     )
@@ -69,3 +119,18 @@ def test_requests_reuse_threads_and_never_share_one_concurrently():
     assert result["threads"] <= 3  # main thread, the one lent thread, at most one helper
     # Concurrent requests each had a thread of their own.
     assert len({first for _n, first, _second in concurrent}) == 4
+
+
+def test_a_publish_never_waits_for_a_thread():
+    result = probe(
+        PUBLISH_PROBE,
+        {
+            "APP_MANAGER_DRIVER": "static",
+            "SOCKUDO_DEFAULT_APP_ID": "probe",
+            "SOCKUDO_DEFAULT_APP_KEY": "probe-key",
+            "SOCKUDO_DEFAULT_APP_SECRET": "probe-secret",
+            "RATE_LIMITER_ENABLED": "true",
+        },
+    )
+    assert result["results"] == [[200, '{"ok":true}']] * 3 + [[200, "{}"]]
+    assert result["submitted"] == []

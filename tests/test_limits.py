@@ -491,9 +491,24 @@ def test_wrong_json_shape_is_422(srv):
 def test_non_json_content_type_is_415(srv):
     app = default_app(srv)
     body = {"name": "e", "channel": "c", "data": "x"}
-    for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=b",
+        "",
+    ):
         response = api(srv, "POST", events_path(app), body, app=app, content_type=content_type)
         assert_api_error(response, 415, "unsupported_media_type")
+
+
+def test_publish_routes_answer_other_methods_with_405(srv):
+    """The publish routes take POST only; another method is still authenticated first."""
+    app = default_app(srv)
+    for route in ("events", "batch_events"):
+        path = f"/apps/{app.id}/{route}"
+        assert_api_error(api(srv, "GET", path, app=app), 405, "method_not_allowed")
+        assert_api_error(api(srv, "PUT", path, {"name": "e"}, app=app), 405, "method_not_allowed")
+        assert_api_error(raw_request(srv, "GET", path), 400, "invalid_input")
 
 
 def test_missing_name_is_400(srv):

@@ -1,4 +1,5 @@
-"""Pusher request signing ("auth_version 1.0") as a DRF authentication class.
+"""Pusher request signing ("auth_version 1.0"): a DRF authentication class, and the same checks
+for the async publish views.
 
 The string to sign uses the path as it arrived on the wire (``scope["raw_path"]``): the Python SDK
 percent-encodes channel names and signs the encoded form, the Node SDK signs raw ``:``.
@@ -7,6 +8,7 @@ percent-encodes channel names and signs the encoded form, the Node SDK signs raw
 from __future__ import annotations
 
 import time
+from typing import Any
 from urllib.parse import parse_qsl
 
 from rest_framework.authentication import BaseAuthentication
@@ -35,42 +37,62 @@ class PusherSignatureAuthentication(BaseAuthentication):
 
     def authenticate(self, request):
         django_request = request._request
-        query = django_request.META.get("QUERY_STRING", "")
-        if not query:
-            raise errors.invalid_input("Missing authentication query parameters")
-        params: dict[str, str] = {}
-        for key, value in parse_qsl(query, keep_blank_values=True):
-            params[key.lower()] = value
-        if not params:
-            raise errors.invalid_input("Invalid authentication query parameters")
-        app = get_app_manager().load_by_key(params.get("auth_key", ""))
-        if app is None:
-            raise errors.app_not_found()
-        path = _raw_path(django_request)
-        segments = path.strip("/").split("/")
-        if len(segments) >= 2 and segments[0] == "apps" and segments[1] != app.id:
-            raise errors.auth_failed("Authenticated app does not match route app_id")
-        try:
-            timestamp = int(params.get("auth_timestamp", ""))
-        except ValueError:
-            raise errors.auth_failed("auth_timestamp must be an integer") from None
-        if abs(int(time.time()) - timestamp) > server_settings()["HTTP_API_TIMESTAMP_SKEW"]:
-            raise errors.auth_failed("Timestamp expired or too far in the future")
-        body_md5 = params.get("body_md5")
-        method = django_request.method.upper()
-        if method == "POST":
-            if not body_md5 or not verify_hex(md5_hex(read_body(django_request)), body_md5):
-                raise errors.auth_failed("body_md5 does not match the request body")
-        elif body_md5 is not None and body_md5 != EMPTY_MD5:
-            raise errors.auth_failed("body_md5 is only allowed on requests with a body")
-        expected = sign_api_request(app.secret, method, path, params)
-        if not verify_hex(expected, params.get("auth_signature")) and not _previous_secret_matches(
-            app, method, path, params
-        ):
-            raise errors.auth_failed("Invalid API signature")
-        if not app.enabled:
-            raise errors.forbidden("App is disabled")
+        params = signed_params(django_request)
+        app = verify_signature(
+            django_request, get_app_manager().load_by_key(params.get("auth_key", "")), params
+        )
         return SignedApp(app), app
+
+
+async def authenticate_async(request) -> Any:
+    """The same checks for async views, on the event loop: the app comes from the in-process cache
+    (a miss is fetched in a worker thread)."""
+    params = signed_params(request)
+    return verify_signature(request, await get_app_manager().aget_by_key(params.get("auth_key", "")), params)
+
+
+def signed_params(request) -> dict[str, str]:
+    """The query's auth parameters, names lower-cased."""
+    query = request.META.get("QUERY_STRING", "")
+    if not query:
+        raise errors.invalid_input("Missing authentication query parameters")
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        params[key.lower()] = value
+    if not params:
+        raise errors.invalid_input("Invalid authentication query parameters")
+    return params
+
+
+def verify_signature(request, app, params: dict[str, str]) -> Any:
+    """Check that ``app`` (looked up by ``auth_key``) signed this request; returns the app."""
+    if app is None:
+        raise errors.app_not_found()
+    path = _raw_path(request)
+    segments = path.strip("/").split("/")
+    if len(segments) >= 2 and segments[0] == "apps" and segments[1] != app.id:
+        raise errors.auth_failed("Authenticated app does not match route app_id")
+    try:
+        timestamp = int(params.get("auth_timestamp", ""))
+    except ValueError:
+        raise errors.auth_failed("auth_timestamp must be an integer") from None
+    if abs(int(time.time()) - timestamp) > server_settings()["HTTP_API_TIMESTAMP_SKEW"]:
+        raise errors.auth_failed("Timestamp expired or too far in the future")
+    body_md5 = params.get("body_md5")
+    method = request.method.upper()
+    if method == "POST":
+        if not body_md5 or not verify_hex(md5_hex(read_body(request)), body_md5):
+            raise errors.auth_failed("body_md5 does not match the request body")
+    elif body_md5 is not None and body_md5 != EMPTY_MD5:
+        raise errors.auth_failed("body_md5 is only allowed on requests with a body")
+    expected = sign_api_request(app.secret, method, path, params)
+    if not verify_hex(expected, params.get("auth_signature")) and not _previous_secret_matches(
+        app, method, path, params
+    ):
+        raise errors.auth_failed("Invalid API signature")
+    if not app.enabled:
+        raise errors.forbidden("App is disabled")
+    return app
 
 
 def _previous_secret_matches(app, method: str, path: str, params: dict[str, str]) -> bool:

@@ -1,5 +1,6 @@
 """HTTP API errors: one exception type with a stable ``code``, rendered as
-``{"error": ..., "code": ..., "status": ...}`` by the DRF exception handler below."""
+``{"error": ..., "code": ..., "status": ...}`` by the DRF exception handler below (and by the async
+publish views, through ``envelope``)."""
 
 from __future__ import annotations
 
@@ -81,20 +82,24 @@ _DRF_CODES = {
 }
 
 
-def exception_handler(exc: Exception, context: dict) -> Response:
-    """Every API error, expected or not, becomes the JSON envelope; 5xx never leak details."""
+def envelope(exc: Exception) -> tuple[int, dict, dict[str, str]]:
+    """(status, body, headers) of any API error, expected or not; 5xx never leak details."""
     from realtime.adapters.base import AdapterUnavailable
 
     if isinstance(exc, AdapterUnavailable):
         exc = service_unavailable("The cluster backend is unavailable; nothing was published")
     if isinstance(exc, APIError):
-        return Response(
-            body(exc.status_code, exc.error_code, exc.message), status=exc.status_code, headers=exc.headers
-        )
+        return exc.status_code, body(exc.status_code, exc.error_code, exc.message), exc.headers
     for cls, (status, code) in _DRF_CODES.items():
         if isinstance(exc, cls):
-            return Response(body(status, code, str(exc.detail)), status=status)
+            return status, body(status, code, str(exc.detail)), {}
     if isinstance(exc, exceptions.APIException):
-        return Response(body(exc.status_code, "invalid_input", str(exc.detail)), status=exc.status_code)
+        return exc.status_code, body(exc.status_code, "invalid_input", str(exc.detail)), {}
     log.exception("unhandled error in the HTTP API", exc_info=exc)
-    return Response(body(500, "internal_error", "Internal server error"), status=500)
+    return 500, body(500, "internal_error", "Internal server error"), {}
+
+
+def exception_handler(exc: Exception, context: dict) -> Response:
+    """DRF's hook: every API error becomes the JSON envelope."""
+    status, payload, headers = envelope(exc)
+    return Response(payload, status=status, headers=headers)

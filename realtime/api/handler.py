@@ -8,17 +8,26 @@ go through this handler, which loads only the middleware listed in ``API_MIDDLEW
 Django also gives every request a fresh thread for its sync code (and a second one to join it
 afterwards); this handler lends each request a single-thread executor from a pool instead, so a
 request still runs its sync code on one thread of its own but no thread is started per request.
+
+Publishes (``POST /apps/{id}/events`` and ``/batch_events``) run async views that never use the
+database on the request's thread, so they skip what Django does around a request for that thread's
+sake: the ``request_started``/``request_finished`` signals (closing stale database connections),
+each of which costs a thread hop, and the task that watches for a client disconnect (a publish that
+has started finishes either way).
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.urls import set_script_prefix
 
 API_PATH_PREFIXES = ("/apps/", "/users/")
 API_MIDDLEWARE = (
@@ -33,6 +42,7 @@ API_MIDDLEWARE = (
 # (then every request gets Django's fresh thread, as before).
 _LENDS_EXECUTORS = "executor" in inspect.signature(ThreadSensitiveContext).parameters
 IDLE_EXECUTORS_KEPT = 64  # threads kept for the next requests; more concurrent requests get new ones
+PUBLISH_PATH = re.compile(r"^/apps/[^/]+/(?:batch_)?events/?$")
 
 
 class APIHandler(ASGIHandler):
@@ -55,6 +65,22 @@ class APIHandler(ASGIHandler):
                 idle.append(executor)
             else:
                 executor.shutdown(wait=False)
+
+    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["method"] != "POST" or not PUBLISH_PATH.match(scope["path"]):
+            return await super().handle(scope, receive, send)
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        try:
+            set_script_prefix(get_script_prefix(scope))
+            request, response = self.create_request(scope, body_file)
+            if request is not None:
+                response = await self.run_get_response(request)
+            await self.send_response(response, send)
+        finally:
+            body_file.close()
 
     def load_middleware(self, is_async: bool = False) -> None:
         """Django's loader over the API subset of ``settings.MIDDLEWARE`` (same order)."""

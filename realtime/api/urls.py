@@ -1,12 +1,12 @@
 from django.urls import include, path, re_path
 
-from . import health, views
+from . import health, publish, views
 
 CHANNEL = r"(?P<channel>[^/]+)"
 
 urlpatterns = [
-    re_path(r"^apps/(?P<app_id>[^/]+)/events/?$", views.EventsView.as_view()),
-    re_path(r"^apps/(?P<app_id>[^/]+)/batch_events/?$", views.BatchEventsView.as_view()),
+    re_path(r"^apps/(?P<app_id>[^/]+)/events/?$", publish.events),
+    re_path(r"^apps/(?P<app_id>[^/]+)/batch_events/?$", publish.batch_events),
     re_path(r"^apps/(?P<app_id>[^/]+)/channels/?$", views.ChannelsView.as_view()),
     re_path(rf"^apps/(?P<app_id>[^/]+)/channels/{CHANNEL}/?$", views.ChannelView.as_view()),
     re_path(rf"^apps/(?P<app_id>[^/]+)/channels/{CHANNEL}/users/?$", views.ChannelUsersView.as_view()),

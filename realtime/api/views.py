@@ -1,24 +1,30 @@
-"""The Pusher-compatible HTTP API (DRF views). Each view authenticates with the Pusher signature,
-validates, then runs its engine work on the event loop through ``realtime.bridge.on_loop``."""
+"""The Pusher-compatible HTTP API's reads and commands (DRF views). Each view authenticates with the
+Pusher signature, validates, then runs its engine work on the event loop through
+``realtime.bridge.on_loop``. Publishing has async views of its own (``publish.py``)."""
 
 from __future__ import annotations
 
-import json
-import time
+from typing import Any
 
+from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from realtime import broadcast, idempotency
+from realtime import broadcast
 from realtime.bridge import on_loop
 from realtime.protocol import errors as protocol_errors
 from realtime.protocol.channels import kind_of, validate_name
-from realtime.ratelimit.http import check_backend_events, check_read_request
+from realtime.ratelimit.http import check_read_request
 
 from . import errors
 from .authentication import PusherSignatureAuthentication, read_body
-from .validation import parse_info, parse_json, publication
+from .validation import parse_info, parse_json
+
+
+def json_body(request: HttpRequest) -> Any:
+    """The request's JSON body (415 unless the Content-Type says JSON, 413 past the size limit)."""
+    return parse_json(read_body(request), request.META.get("CONTENT_TYPE", ""))
 
 
 class SignedAPIView(APIView):
@@ -37,8 +43,7 @@ class SignedAPIView(APIView):
 
     @staticmethod
     def json_body(request: Request):
-        django_request = request._request
-        return parse_json(read_body(django_request), django_request.META.get("CONTENT_TYPE", ""))
+        return json_body(request._request)
 
     @staticmethod
     def channel_name(app, channel: str) -> str:
@@ -46,49 +51,6 @@ class SignedAPIView(APIView):
         if reason:
             raise errors.invalid_input(reason)
         return channel
-
-
-class EventsView(SignedAPIView):
-    def post(self, request: Request, app_id: str) -> Response:
-        app = self.app(request)
-        pub = publication(app, self.json_body(request))
-        check_backend_events(app, 1)
-        key = pub.idempotency_key or _header_key(request)
-
-        def run() -> dict:
-            info = on_loop(broadcast.publish, app, pub)
-            return {"channels": info} if info else {"ok": True}
-
-        return Response(idempotent(app, f"idempotency:{key}" if key else None, run))
-
-
-class BatchEventsView(SignedAPIView):
-    def post(self, request: Request, app_id: str) -> Response:
-        app = self.app(request)
-        body = self.json_body(request)
-        batch = body.get("batch") if isinstance(body, dict) else None
-        if not isinstance(batch, list):
-            raise errors.invalid_input("Request must contain 'batch' (list)")
-        limit = app.effective_max_event_batch_size
-        if len(batch) > limit:
-            raise errors.limit_exceeded(f"Batch size ({len(batch)}) exceeds limit ({limit})")
-        # Validate every item before publishing any, so a bad item never half-applies a batch.
-        pubs = [publication(app, item) for item in batch]
-        check_backend_events(app, len(pubs))  # max_backend_events_per_second counts events, not requests
-        key = _header_key(request)
-
-        def run() -> dict:
-            fresh = [p for p in pubs if not p.idempotency_key or _claim_item(app, p.idempotency_key)]
-            results = dict(zip(map(id, fresh), on_loop(_publish_all, app, fresh), strict=True))
-            if not any(p.info or p.message_id for p in pubs):
-                return {}
-            return {"batch": [results.get(id(p), {}).get(p.channels[0], {}) for p in pubs]}
-
-        return Response(idempotent(app, f"batch-idempotency:{key}" if key else None, run))
-
-
-async def _publish_all(engine, app, pubs):
-    return [await broadcast.publish(engine, app, pub) for pub in pubs]
 
 
 class ChannelsView(SignedAPIView):
@@ -173,58 +135,3 @@ class ForceReconnectView(TerminateConnectionsView):
 
 async def _terminate(engine, app, user_id: str, code: int, reason: str) -> None:
     engine.adapter.terminate_user(app.id, user_id, code, reason)
-
-
-def _header_key(request: Request) -> str | None:
-    key = request._request.headers.get("X-Idempotency-Key")
-    if key is None:
-        return None
-    if not key or len(key.encode()) > 128:
-        raise errors.invalid_input("X-Idempotency-Key must be 1 to 128 bytes")
-    return key
-
-
-def idempotent(app, key: str | None, run) -> dict:
-    """Publish at most once per key: replay the stored response to retries (http-api.md §6)."""
-    enabled, ttl = idempotency.settings_for(app)
-    if key is None or not enabled:
-        return run()
-    cache = idempotency.get_cache()
-    scoped = f"app:{app.id}:{key}"
-    try:
-        existing = cache.claim(scoped, ttl)
-        for _ in range(6):  # the first request may still be running: poll 6 x 50 ms
-            if existing != idempotency.PROCESSING:
-                break
-            time.sleep(0.05)
-            existing = cache.get(scoped)
-    except idempotency.CacheUnavailable:
-        raise errors.service_unavailable("Idempotency cache unavailable; nothing was published") from None
-    if existing == idempotency.PROCESSING:
-        raise errors.APIError(
-            503, "backpressure", "A request with this idempotency key is in flight", {"Retry-After": "1"}
-        )
-    if existing is not None:
-        return json.loads(existing)
-    try:
-        result = run()
-    except BaseException:
-        cache.release(scoped)  # a failed request never blocks a corrected retry
-        raise
-    cache.store(scoped, json.dumps(result), ttl)
-    return result
-
-
-def _claim_item(app, key: str) -> bool:
-    """Batch items with an already-used key are skipped silently."""
-    enabled, ttl = idempotency.settings_for(app)
-    if not enabled:
-        return True
-    scoped = f"app:{app.id}:idempotency:{key}"
-    try:
-        claimed = idempotency.get_cache().claim(scoped, ttl) is None
-    except idempotency.CacheUnavailable:
-        raise errors.service_unavailable("Idempotency cache unavailable; nothing was published") from None
-    if claimed:
-        idempotency.get_cache().store(scoped, "1", ttl)
-    return claimed

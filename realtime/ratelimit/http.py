@@ -147,22 +147,38 @@ def _with_headers(response: HttpResponse, decision: Decision) -> HttpResponse:
     return response
 
 
-# -- per-app limits (called from the DRF views, in their worker thread) --------------------------
+# -- per-app limits (DRF views call them in their worker thread; the async publish views on the loop)
 
 
 def check_backend_events(app: Any, events: int) -> None:
     """Count ``events`` published through the API against the app's ``max_backend_events_per_second``."""
+    limit = _backend_events_limit(app, events)
+    if limit:
+        _check(f"app_backend_events:{app.id}", limit, events, "backend events")
+
+
+async def acheck_backend_events(app: Any, events: int) -> None:
+    """``check_backend_events`` for async views: the counter store is asked without blocking the loop."""
+    limit = _backend_events_limit(app, events)
+    if not limit:
+        return
+    try:
+        decision = await get_limiter().ahit(f"app_backend_events:{app.id}", limit, APP_WINDOW, events)
+    except RateLimiterUnavailable:
+        raise _unavailable() from None
+    _refuse_unless_allowed(decision, limit, "backend events")
+
+
+def _backend_events_limit(app: Any, events: int) -> int | None:
     from realtime.api import errors
 
     limit = getattr(app, "max_backend_events_per_second", None)
-    if not limit:
-        return
-    if events > limit:
+    if limit and events > limit:
         # It would be refused in every window; retrying cannot help, so this is not a 429.
         raise errors.limit_exceeded(
             f"{events} events in one request exceed the app's limit of {limit} backend events per second"
         )
-    _check(f"app_backend_events:{app.id}", limit, events, "backend events")
+    return limit
 
 
 def check_read_request(app: Any) -> None:
@@ -173,13 +189,23 @@ def check_read_request(app: Any) -> None:
 
 
 def _check(key: str, limit: int, cost: int, what: str) -> None:
-    from realtime.api import errors
-
     try:
         decision = get_limiter().hit(key, limit, APP_WINDOW, cost)
     except RateLimiterUnavailable:
-        raise errors.service_unavailable("Rate limiter backend unavailable.") from None
+        raise _unavailable() from None
+    _refuse_unless_allowed(decision, limit, what)
+
+
+def _refuse_unless_allowed(decision: Decision, limit: int, what: str) -> None:
+    from realtime.api import errors
+
     if not decision.allowed:
         raise errors.rate_limited(
             f"Rate limit of {limit} {what} per second exceeded for this app", decision.headers()
         )
+
+
+def _unavailable() -> Exception:
+    from realtime.api import errors
+
+    return errors.service_unavailable("Rate limiter backend unavailable.")

@@ -147,38 +147,27 @@ def _with_headers(response: HttpResponse, decision: Decision) -> HttpResponse:
     return response
 
 
-# -- per-app limits (DRF views call them in their worker thread; the async publish views on the loop)
-
-
-def check_backend_events(app: Any, events: int) -> None:
-    """Count ``events`` published through the API against the app's ``max_backend_events_per_second``."""
-    limit = _backend_events_limit(app, events)
-    if limit:
-        _check(f"app_backend_events:{app.id}", limit, events, "backend events")
+# -- per-app limits: reads from the DRF views (in their worker thread), publishes on the loop -----
 
 
 async def acheck_backend_events(app: Any, events: int) -> None:
-    """``check_backend_events`` for async views: the counter store is asked without blocking the loop."""
-    limit = _backend_events_limit(app, events)
+    """Count ``events`` published through the API against the app's ``max_backend_events_per_second``
+    (on the event loop: the counter store is asked without blocking it)."""
+    from realtime.api import errors
+
+    limit = getattr(app, "max_backend_events_per_second", None)
     if not limit:
         return
+    if events > limit:
+        # It would be refused in every window; retrying cannot help, so this is not a 429.
+        raise errors.limit_exceeded(
+            f"{events} events in one request exceed the app's limit of {limit} backend events per second"
+        )
     try:
         decision = await get_limiter().ahit(f"app_backend_events:{app.id}", limit, APP_WINDOW, events)
     except RateLimiterUnavailable:
         raise _unavailable() from None
     _refuse_unless_allowed(decision, limit, "backend events")
-
-
-def _backend_events_limit(app: Any, events: int) -> int | None:
-    from realtime.api import errors
-
-    limit = getattr(app, "max_backend_events_per_second", None)
-    if limit and events > limit:
-        # It would be refused in every window; retrying cannot help, so this is not a 429.
-        raise errors.limit_exceeded(
-            f"{events} events in one request exceed the app's limit of {limit} backend events per second"
-        )
-    return limit
 
 
 def check_read_request(app: Any) -> None:

@@ -42,6 +42,8 @@ API_MIDDLEWARE = (
 # (then every request gets Django's fresh thread, as before).
 _LENDS_EXECUTORS = "executor" in inspect.signature(ThreadSensitiveContext).parameters
 IDLE_EXECUTORS_KEPT = 64  # threads kept for the next requests; more concurrent requests get new ones
+# The routes of ``realtime.api.publish`` (see ``urls.py``). A route this misses is still served,
+# through Django's full request cycle; only the shortcut is lost.
 PUBLISH_PATH = re.compile(r"^/apps/[^/]+/(?:batch_)?events/?$")
 
 

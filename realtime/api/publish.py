@@ -1,7 +1,8 @@
 """``POST /apps/{id}/events`` and ``/batch_events`` as async Django views.
 
 Publishing is the API's hot path. A DRF view runs in a worker thread and reaches the engine on the
-event loop and back, four thread switches per request that cost more CPU than the publish itself;
+event loop and back: four thread switches per request (six with Django's request signals, which
+``APIHandler`` skips for these routes) that cost more CPU than the publish itself;
 these views run on the loop from start to finish. They answer exactly as the DRF views do: the same
 signature checks, validation order, limits and JSON error envelope. A request with an idempotency
 key takes the blocking cache path in a worker thread, and any other method goes to a DRF view (which

@@ -220,6 +220,7 @@ _corked: list[DaphneOutlet] = []
 _corked_since = 0.0  # loop time of the first cork since the last write
 _last_write = float("-inf")  # loop time the last write round ended
 _deferrals = 0
+_polled = False  # this write round already let the loop poll for I/O once
 FLUSH_MAX_DEFERRALS = 32  # a busy loop still writes after this many re-queued turns
 _flush_max_delay = 0.1  # seconds; see ``set_flush_max_delay``
 
@@ -248,17 +249,25 @@ def _cork(outlet: DaphneOutlet) -> None:
 
 
 def _uncork(loop: asyncio.AbstractEventLoop) -> None:
-    global _deferrals, _last_write
+    global _deferrals, _last_write, _polled
     if (
         _deferrals < FLUSH_MAX_DEFERRALS
-        and getattr(loop, "_ready", None)  # asyncio's queue of callbacks due this turn or next
         and _corked_since - _last_write < _flush_max_delay  # busy: frames keep coming
         and loop.time() - _corked_since < _flush_max_delay
     ):
-        _deferrals += 1
-        loop.call_soon(_uncork, loop)  # after the work already queued
-        return
+        if getattr(loop, "_ready", None):  # asyncio's queue of callbacks due this turn or next
+            _deferrals += 1
+            loop.call_soon(_uncork, loop)  # after the work already queued
+            return
+        if not _polled:
+            # Nothing queued: one more turn costs a zero-timeout poll, which queues the requests
+            # and messages that arrived meanwhile ahead of this write instead of after it.
+            _polled = True
+            _deferrals += 1
+            loop.call_soon(_uncork, loop)
+            return
     _deferrals = 0
+    _polled = False
     outlets = _corked[:]
     _corked.clear()
     for outlet in outlets:

@@ -597,3 +597,25 @@ def test_presence_auth_signed_with_channel_data_round_trip(srv):
             await client.close()
 
     run(body())
+
+
+def test_api_responses_carry_their_length_rather_than_chunks(srv):
+    """Every HTTP API answer, success or error, has a Content-Length and no chunked framing."""
+    app = default_app(srv)
+    responses = [
+        api(srv, "POST", events_path(app), {"name": "e", "channel": "c", "data": "x"}, app=app),
+        api(
+            srv,
+            "POST",
+            f"/apps/{app.id}/batch_events",
+            {"batch": [{"name": "e", "channel": "c", "data": "x"}]},
+            app=app,
+        ),
+        api(srv, "GET", f"/apps/{app.id}/channels", app=app),
+        api(srv, "POST", "/apps/9999/events", {"name": "e", "channel": "c", "data": "x"}, app=app),
+        raw_request(srv, "POST", events_path(app), b"{}"),
+    ]
+    assert [r.status_code for r in responses] == [200, 200, 200, 401, 400]
+    for response in responses:
+        assert "transfer-encoding" not in response.headers
+        assert int(response.headers["content-length"]) == len(response.content) > 0

@@ -84,6 +84,13 @@ class APIHandler(ASGIHandler):
         finally:
             body_file.close()
 
+    async def send_response(self, response: Any, send: Any) -> None:
+        # Django's CommonMiddleware, which the admin has, sets the length; without it daphne answers
+        # chunked, and every client then parses chunk framing and a closing chunk per call.
+        if not response.streaming and not response.has_header("Content-Length"):
+            response.headers["Content-Length"] = str(len(response.content))
+        await super().send_response(response, send)
+
     def load_middleware(self, is_async: bool = False) -> None:
         """Django's loader over the API subset of ``settings.MIDDLEWARE`` (same order)."""
         full = settings.MIDDLEWARE

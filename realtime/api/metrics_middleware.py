@@ -12,8 +12,9 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction
 from django.utils.decorators import sync_and_async_middleware
 from django_prometheus import middleware as django_prometheus_middleware
+from prometheus_client.metrics import MetricWrapperBase
 
-from realtime.metrics import STATS
+from realtime.metrics import STATS, PendingMetric
 
 _API_PATH = re.compile(r"^/(?:apps/[^/]+/|users/)")
 
@@ -55,6 +56,25 @@ def http_api_metrics(get_response: Callable) -> Callable:
 
 
 # -- django-prometheus, without the thread hops ----------------------------------------------------
+class PendingRequestMetrics:
+    """django-prometheus's request metrics (the same series), each a ``PendingMetric``: a request's
+    dozen updates are additions to plain numbers, handed to prometheus_client by
+    ``realtime.metrics.flush``."""
+
+    _instance: PendingRequestMetrics | None = None
+
+    @classmethod
+    def get_instance(cls) -> PendingRequestMetrics:
+        if cls._instance is None:
+            cls._instance = cls(django_prometheus_middleware.Metrics.get_instance())
+        return cls._instance
+
+    def __init__(self, stock: Any) -> None:
+        for name, value in vars(stock).items():
+            if isinstance(value, MetricWrapperBase):
+                setattr(self, name, PendingMetric(value))
+
+
 class _InlineHooks:
     """django-prometheus's hooks only bump counters. Django's ``MiddlewareMixin`` runs each hook of an
     async request through ``sync_to_async`` (a thread hop, tens of microseconds each); these run
@@ -72,10 +92,12 @@ class _InlineHooks:
 
 
 class PrometheusBeforeMiddleware(_InlineHooks, django_prometheus_middleware.PrometheusBeforeMiddleware):
-    pass
+    metrics_cls = PendingRequestMetrics
 
 
 class PrometheusAfterMiddleware(_InlineHooks, django_prometheus_middleware.PrometheusAfterMiddleware):
+    metrics_cls = PendingRequestMetrics
+
     async def process_view(self, request: Any, view_func: Any, *view_args: Any, **view_kwargs: Any) -> None:
         # Async, so Django's handler awaits it on the loop rather than hopping to a thread.
         super().process_view(request, view_func, *view_args, **view_kwargs)

@@ -5,6 +5,7 @@ limit."""
 from __future__ import annotations
 
 import asyncio
+import socket as stdlib_socket
 import time
 
 import pytest
@@ -228,6 +229,31 @@ def test_a_busy_loop_writes_after_the_work_already_queued():
     run_turns(body)
     assert socket.sends == 2
     assert log[1:] == [("kernel", frame("a").wire + frame("b").wire + frame("c").wire)]
+
+
+def test_a_busy_loop_lets_io_that_already_arrived_join_the_write():
+    """Nothing queued, but a request is waiting in a socket: the write waits one poll for it."""
+    out, socket, log = outlet()
+    reader, writer = stdlib_socket.socketpair()
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(reader, lambda: (reader.recv(64), out.send(frame("from-io"))))
+        try:
+            await recent_write(out)
+            # The request arrives during the turn that writes "a", after that turn polled for I/O.
+            loop.call_soon(writer.send, b"x")
+            out.send(frame("a"))
+            await asyncio.sleep(0.01)
+        finally:
+            loop.remove_reader(reader)
+
+    try:
+        run_turns(body)
+    finally:
+        reader.close()
+        writer.close()
+    assert log[1:] == [("kernel", frame("a").wire + frame("from-io").wire)]
 
 
 def test_an_idle_loop_writes_at_the_end_of_the_turn_even_with_callbacks_queued():

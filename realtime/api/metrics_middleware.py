@@ -12,7 +12,7 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction
 from django.utils.decorators import sync_and_async_middleware
 from django_prometheus import middleware as django_prometheus_middleware
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client import Counter, Histogram
 
 from realtime.metrics import STATS, PendingMetric
 
@@ -71,8 +71,8 @@ class PendingRequestMetrics:
 
     def __init__(self, stock: Any) -> None:
         for name, value in vars(stock).items():
-            if isinstance(value, MetricWrapperBase):
-                setattr(self, name, PendingMetric(value))
+            # Counters and histograms are all it has; anything else is kept as it is.
+            setattr(self, name, PendingMetric(value) if isinstance(value, Counter | Histogram) else value)
 
 
 class _InlineHooks:

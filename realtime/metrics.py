@@ -302,18 +302,22 @@ class PendingMetric:
         self.names: tuple[str, ...] = tuple(metric._labelnames)
         self.kind = _PendingHistogram if isinstance(metric, Histogram) else _PendingCounter
         self.children: dict[tuple[str, ...], Any] = {}
+        self.by_given: dict[tuple, Any] = {}  # label values or items exactly as passed -> child
         self.own = None if self.names else self.kind(metric)
         with _pending_lock:
             _pending.append(self)
 
     def labels(self, *values: Any, **labels: Any) -> Any:
-        key = tuple(map(str, values or [labels[name] for name in self.names]))
-        child = self.children.get(key)
+        # Callers repeat the same few label sets: look them up as given before normalising.
+        given = values or tuple(labels.items())
+        child = self.by_given.get(given)
         if child is None:
+            key = tuple(map(str, values or [labels[name] for name in self.names]))
             with _pending_lock:
                 child = self.children.get(key)
                 if child is None:
                     child = self.children[key] = self.kind(self.metric.labels(*key))
+                self.by_given[given] = child
         return child
 
     def inc(self, amount: float = 1) -> None:

@@ -73,3 +73,21 @@ def test_updates_from_threads_are_not_lost() -> None:
         thread.join()
     pending.flush()
     assert registry.get_sample_value("threaded_total") == 80_000
+
+
+def test_one_label_set_passed_in_different_spellings_is_one_series() -> None:
+    direct, pending, direct_registry, pending_registry = _pair(Counter, "spelled", ("method", "status"))
+    spellings = [
+        lambda m: m.labels(method="POST", status="200"),
+        lambda m: m.labels(status="200", method="POST"),
+        lambda m: m.labels("POST", "200"),
+        lambda m: m.labels("POST", 200),
+        lambda m: m.labels(method="POST", status=200),
+    ]
+    for spell in spellings * 3:
+        spell(direct).inc()
+        spell(pending).inc()
+    assert len({id(spell(pending)) for spell in spellings}) == 1
+    metrics.flush(None)
+    assert generate_latest(pending_registry) == generate_latest(direct_registry)
+    assert b'spelled_total{method="POST",status="200"} 15.0' in generate_latest(pending_registry)

@@ -9,25 +9,23 @@ Django also gives every request a fresh thread for its sync code (and a second o
 afterwards); this handler lends each request a single-thread executor from a pool instead, so a
 request still runs its sync code on one thread of its own but no thread is started per request.
 
-Publishes (``POST /apps/{id}/events`` and ``/batch_events``) run async views that never use the
-database on the request's thread, so they skip what Django does around a request for that thread's
-sake: the ``request_started``/``request_finished`` signals (closing stale database connections),
-each of which costs a thread hop, and the task that watches for a client disconnect (a publish that
-has started finishes either way).
+Publishes (``POST /apps/{id}/events`` and ``/batch_events``) skip Django's request cycle altogether
+(``publish_asgi``): their views never use the database or a thread, so they need neither the
+request signals (which close stale database connections, a thread hop each), nor an executor, nor
+Django's request and response objects; the same middleware still runs around them.
 """
 
 from __future__ import annotations
 
 import inspect
-import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
-from django.core.exceptions import RequestAborted
-from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.urls import set_script_prefix
+from django.core.handlers.asgi import ASGIHandler
+
+from .publish_asgi import PublishServer
 
 API_PATH_PREFIXES = ("/apps/", "/users/")
 API_MIDDLEWARE = (
@@ -42,9 +40,6 @@ API_MIDDLEWARE = (
 # (then every request gets Django's fresh thread, as before).
 _LENDS_EXECUTORS = "executor" in inspect.signature(ThreadSensitiveContext).parameters
 IDLE_EXECUTORS_KEPT = 64  # threads kept for the next requests; more concurrent requests get new ones
-# The routes of ``realtime.api.publish`` (see ``urls.py``). A route this misses is still served,
-# through Django's full request cycle; only the shortcut is lost.
-PUBLISH_PATH = re.compile(r"^/apps/[^/]+/(?:batch_)?events/?$")
 
 
 class APIHandler(ASGIHandler):
@@ -53,6 +48,10 @@ class APIHandler(ASGIHandler):
         self._idle: list[ThreadPoolExecutor] = []
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            route = self.publishes.route(scope["path"])
+            if route is not None:
+                return await self.publishes.serve(scope, receive, send, route)
         if not _LENDS_EXECUTORS or scope["type"] != "http":
             return await super().__call__(scope, receive, send)
         idle = self._idle
@@ -68,22 +67,6 @@ class APIHandler(ASGIHandler):
             else:
                 executor.shutdown(wait=False)
 
-    async def handle(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["method"] != "POST" or not PUBLISH_PATH.match(scope["path"]):
-            return await super().handle(scope, receive, send)
-        try:
-            body_file = await self.read_body(receive)
-        except RequestAborted:
-            return
-        try:
-            set_script_prefix(get_script_prefix(scope))
-            request, response = self.create_request(scope, body_file)
-            if request is not None:
-                response = await self.run_get_response(request)
-            await self.send_response(response, send)
-        finally:
-            body_file.close()
-
     async def send_response(self, response: Any, send: Any) -> None:
         # Django's CommonMiddleware, which the admin has, sets the length; without it daphne answers
         # chunked, and every client then parses chunk framing and a closing chunk per call.
@@ -97,6 +80,7 @@ class APIHandler(ASGIHandler):
         settings.MIDDLEWARE = [path for path in full if path in API_MIDDLEWARE]
         try:
             super().load_middleware(is_async)
+            self.publishes = PublishServer()  # the same middleware around the publish views
         finally:
             settings.MIDDLEWARE = full
 

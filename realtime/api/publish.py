@@ -1,12 +1,14 @@
 """``POST /apps/{id}/events`` and ``/batch_events`` as async Django views.
 
 Publishing is the API's hot path. A DRF view runs in a worker thread and reaches the engine on the
-event loop and back: four thread switches per request (six with Django's request signals, which
-``APIHandler`` skips for these routes) that cost more CPU than the publish itself;
-these views run on the loop from start to finish. They answer exactly as the DRF views do: the same
-signature checks, validation order, limits and JSON error envelope. A request with an idempotency
-key takes the blocking cache path in a worker thread, and any other method goes to a DRF view (which
-authenticates, then answers 405).
+event loop and back: four thread switches per request (six with Django's request signals) that
+cost more CPU than the publish itself; these views run on the loop from start to finish. They answer
+exactly as the DRF views do: the same signature checks, validation order, limits and JSON error
+envelope. A request with an idempotency key takes the blocking cache path in a worker thread, and
+any other method goes to a DRF view (which authenticates, then answers 405).
+
+These are the routes' Django views, for any Django deployment. Our server (``APIHandler``) serves
+a POST to them without Django's request cycle (``publish_asgi``), through the same ``respond``.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from .views import SignedAPIView, json_body
 
 _RENDERER = JSONRenderer()
 _OTHER_METHODS = SignedAPIView.as_view()
+JSON = "application/json"
+PublishView = Callable[[Any, Any], Awaitable[dict]]
 
 
-def async_api_view(view: Callable[..., Awaitable[dict]]) -> Callable[..., Awaitable[HttpResponse]]:
+def async_api_view(view: PublishView) -> Callable[..., Awaitable[HttpResponse]]:
     """POST runs ``view`` on the loop and renders its dict (or its error) as DRF would."""
 
     @csrf_exempt
@@ -44,35 +48,42 @@ def async_api_view(view: Callable[..., Awaitable[dict]]) -> Callable[..., Awaita
     async def handler(request: HttpRequest, **kwargs: Any) -> HttpResponse:
         if request.method != "POST":
             return await sync_to_async(_OTHER_METHODS)(request, **kwargs)
-        try:
-            app = await authenticate_async(request)
-            request.auth = app  # counted per app by the metrics middleware, as DRF does
-            return _json(200, await view(request, app), {})
-        except Exception as exc:  # noqa: BLE001 - every error becomes the envelope (5xx logged there)
-            return _json(*errors.envelope(exc))
+        status, body, headers = await respond(view, request)
+        response = HttpResponse(body, status=status, content_type=JSON)
+        for name, value in headers.items():
+            response[name] = value
+        return response
 
+    handler.publish_view = view  # what ``publish_asgi`` serves on this route without Django
     return handler
 
 
-def _json(status: int, payload: dict, headers: dict[str, str]) -> HttpResponse:
-    response = HttpResponse(_RENDERER.render(payload), status=status, content_type="application/json")
-    for name, value in headers.items():
-        response[name] = value
-    return response
+async def respond(view: PublishView, request: Any) -> tuple[int, bytes, dict[str, str]]:
+    """Authenticate ``request`` and run ``view``: (status, JSON body, headers), errors included.
+    ``request`` is a Django request or ``publish_asgi``'s scope request; both carry ``META``,
+    ``method``, ``path``, ``body`` and ``scope``, all the views read."""
+    try:
+        app = await authenticate_async(request)
+        request.auth = app  # counted per app by the metrics middleware, as DRF does
+        return 200, _RENDERER.render(await view(request, app)), {}
+    except Exception as exc:  # noqa: BLE001 - every error becomes the envelope (5xx logged there)
+        status, payload, headers = errors.envelope(exc)
+        return status, _RENDERER.render(payload), headers
 
 
 @async_api_view
-async def events(request: HttpRequest, app) -> dict:
+async def events(request: Any, app) -> dict:
     pub = publication(app, json_body(request))
     await acheck_backend_events(app, 1)
     key = pub.idempotency_key or header_key(request)
     if key is None:
         return _events_result(await broadcast.publish(await get_engine(), app, pub))
 
-    def run() -> dict:
+    def publish() -> dict:
         return _events_result(on_loop(broadcast.publish, app, pub))
 
-    return await sync_to_async(idempotent)(app, f"idempotency:{key}", run)
+    # Not thread-sensitive: the idempotency cache is memory or Redis, never the database.
+    return await sync_to_async(idempotent, thread_sensitive=False)(app, f"idempotency:{key}", publish)
 
 
 def _events_result(info: dict | None) -> dict:
@@ -80,7 +91,7 @@ def _events_result(info: dict | None) -> dict:
 
 
 @async_api_view
-async def batch_events(request: HttpRequest, app) -> dict:
+async def batch_events(request: Any, app) -> dict:
     body = json_body(request)
     batch = body.get("batch") if isinstance(body, dict) else None
     if not isinstance(batch, list):
@@ -95,11 +106,12 @@ async def batch_events(request: HttpRequest, app) -> dict:
     if key is None and not any(p.idempotency_key for p in pubs):
         return _batch_result(pubs, pubs, await _publish_all(await get_engine(), app, pubs))
 
-    def run() -> dict:
+    def publish() -> dict:
         fresh = [p for p in pubs if not p.idempotency_key or _claim_item(app, p.idempotency_key)]
         return _batch_result(pubs, fresh, on_loop(_publish_all, app, fresh))
 
-    return await sync_to_async(idempotent)(app, f"batch-idempotency:{key}" if key else None, run)
+    scoped = f"batch-idempotency:{key}" if key else None
+    return await sync_to_async(idempotent, thread_sensitive=False)(app, scoped, publish)
 
 
 async def _publish_all(engine, app, pubs):
@@ -113,8 +125,8 @@ def _batch_result(pubs: list, published: list, results: list) -> dict:
     return {"batch": [by_pub.get(id(p), {}).get(p.channels[0], {}) for p in pubs]}
 
 
-def header_key(request: HttpRequest) -> str | None:
-    key = request.headers.get("X-Idempotency-Key")
+def header_key(request: Any) -> str | None:
+    key = request.META.get("HTTP_X_IDEMPOTENCY_KEY")
     if key is None:
         return None
     if not key or len(key.encode()) > 128:

@@ -1,0 +1,200 @@
+"""Publishes served straight from the ASGI scope, without Django's request cycle.
+
+``POST /apps/{id}/events`` and ``/batch_events`` are the API's hot path. Through Django's handler a
+publish builds an ``HttpRequest`` (a META entry per header), resolves the URL, enters a
+thread-sensitive context, then builds, renders and writes an ``HttpResponse``: together more CPU
+than the publish itself (py-spy). Here the routes' own view code (``publish.respond``) and the
+API's middleware (the same classes, loaded by Django's loader, so the per-IP limit, the
+django-prometheus series and the per-app byte counts are those of every other API call) run on a
+request object that holds what they read and no more.
+"""
+
+from __future__ import annotations
+
+import http
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.handlers.base import BaseHandler
+from django.urls import Resolver404, resolve
+from django.utils.log import log_response
+
+from . import publish
+
+# The publish routes of ``urls.py``; the view's name comes from the URLconf itself.
+ROUTE = re.compile(r"^/apps/[^/]+/(batch_events|events)/?$")
+
+
+class ScopeRequest:
+    """What the publish views and the API middleware read from a request, taken from the scope.
+
+    ``META`` holds the query string, the client address and the headers as Django names them
+    (``HTTP_X_FORWARDED_FOR``, ``CONTENT_LENGTH`` ...); the middleware may add attributes.
+    """
+
+    def __init__(self, scope: dict, body: bytes, resolver_match: Any) -> None:
+        self.scope = scope
+        self.method = scope["method"]
+        self.path = self.path_info = scope["path"]
+        self.body = body
+        self.resolver_match = resolver_match
+        self.auth = None
+        client = scope.get("client")
+        meta = {
+            "REQUEST_METHOD": self.method,
+            "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
+            "REMOTE_ADDR": client[0] if client else "",
+        }
+        for raw_name, raw_value in scope.get("headers", ()):
+            name = raw_name.decode("latin-1").upper().replace("-", "_")
+            if name not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+                name = "HTTP_" + name
+            value = raw_value.decode("latin-1")
+            meta[name] = f"{meta[name]},{value}" if name in meta else value  # as Django joins repeats
+        self.META = meta
+        self.headers = _Headers(meta)
+
+    def is_secure(self) -> bool:
+        """Django's rule: ``SECURE_PROXY_SSL_HEADER`` when set and present, else the scope's scheme."""
+        secure = self.__dict__.get("_secure")
+        if secure is None:
+            secure = self._secure = _is_secure(self.scope, self.META)
+        return secure
+
+
+def _is_secure(scope: dict, meta: dict[str, str]) -> bool:
+    proxy = settings.SECURE_PROXY_SSL_HEADER
+    if proxy:
+        header, secure_value = proxy
+        value = meta.get(header)
+        if value is not None:
+            return value.split(",", 1)[0].strip() == secure_value
+    return scope.get("scheme") == "https"
+
+
+class _Headers:
+    """Case-insensitive header reads over ``META`` (what ``request.headers.get`` gives in Django)."""
+
+    __slots__ = ("meta",)
+
+    def __init__(self, meta: dict[str, str]) -> None:
+        self.meta = meta
+
+    def get(self, name: str, default: Any = None) -> Any:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+            key = "HTTP_" + key
+        return self.meta.get(key, default)
+
+
+class JSONAnswer:
+    """The response the middleware sees: status, body, headers (an ``HttpResponse``'s surface)."""
+
+    charset = "utf-8"
+    streaming = False
+
+    def __init__(self, status: int, content: bytes, headers: dict[str, str]) -> None:
+        self.status_code = status
+        self.content = content
+        self.headers = dict(headers)
+
+    @property
+    def reason_phrase(self) -> str:
+        return http.HTTPStatus(self.status_code).phrase
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.headers[name] = value
+
+    def setdefault(self, name: str, value: str) -> None:
+        self.headers.setdefault(name, value)
+
+    def items(self):
+        return [("Content-Type", "application/json"), *self.headers.items()]
+
+
+class _Route:
+    """The part of Django's ``ResolverMatch`` the metrics read, resolved once per route."""
+
+    __slots__ = ("view_name", "func", "view")
+
+    def __init__(self, match: Any) -> None:
+        self.view_name = match.view_name
+        self.func = match.func
+        self.view = match.func.publish_view
+
+
+class PublishServer(BaseHandler):
+    """The API middleware chain around the publish views, fed by ``ScopeRequest``s. Built by
+    ``APIHandler`` while ``settings.MIDDLEWARE`` lists only the API's middleware."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes: dict[str, _Route | None] = {}
+        self.load_middleware(is_async=True)
+
+    def route(self, path: str) -> _Route | None:
+        """The publish route ``path`` resolves to, if ``path`` is one (resolved once per kind)."""
+        found = ROUTE.match(path)
+        if found is None:
+            return None
+        kind = found.group(1)
+        if kind not in self.routes:
+            self.routes[kind] = _resolve(path)
+        return self.routes[kind]
+
+    async def serve(
+        self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any, route: _Route
+    ) -> None:
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client went away before its request was complete
+        request = ScopeRequest(scope, body, route)
+        response = await self._middleware_chain(request)
+        if response.status_code >= 400:
+            # Django's line for a failed request. Without the request object: log handlers that
+            # format one (the admins' mail) expect a full HttpRequest.
+            log_response("%s: %s", response.reason_phrase, request.path, response=response)
+        headers = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in response.items()
+            if name.lower() != "content-length"
+        ]
+        headers.append((b"content-length", str(len(response.content)).encode()))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": response.content})
+
+    async def _get_response_async(self, request: ScopeRequest) -> JSONAnswer:
+        """Django's innermost step for a resolved route: view middleware, then the view."""
+        route = request.resolver_match
+        for hook in self._view_middleware:
+            answer = hook(request, route.func, (), {})
+            if hasattr(answer, "__await__"):
+                answer = await answer
+            if answer is not None:
+                return answer
+        return JSONAnswer(*await publish.respond(route.view, request))
+
+
+def _resolve(path: str) -> _Route | None:
+    """The URLconf's match for a publish path; None when it routes the path elsewhere (a project
+    that mounts other views there keeps them: the request then goes through Django)."""
+    try:
+        match = resolve(path)
+    except Resolver404:
+        return None
+    if getattr(match.func, "publish_view", None) is None:
+        return None
+    return _Route(match)
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict]]) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -25,7 +25,8 @@ from twisted.internet import protocol, reactor
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import http
 
-from . import shutdown
+from . import publish_channel, shutdown
+from .conf import server_settings
 from .ratelimit import upgrade as ratelimit_upgrade
 
 _original_pformat = autobahn_protocol.pformat
@@ -188,21 +189,40 @@ class UpgradeSniffer(protocol.Protocol):
             handler = self.factory.server.ws_factory.buildProtocol(self.transport.getPeer())
             target = self.buffer[4 : head.find(b" ", 4)]
             handler._raw_query_string = target.split(b"?", 1)[1] if b"?" in target else b""
+        elif publish_channel.takes(self.buffer):
+            handler = publish_channel.PublishChannel(
+                self.factory.server,
+                self._to_daphne_http,
+                server_settings()["HTTP_API_REQUEST_LIMIT_IN_MB"] << 20,
+            )
         else:
-            handler = daphne_http.HTTPFactory.buildProtocol(self.factory, self.addr)
-            handler.requestFactory = BodyOnlyRequest
-        transport, data, self.buffer = self.transport, self.buffer, b""
-        if isinstance(transport, ProtocolWrapper):
-            transport.wrappedProtocol = handler
-        else:
-            transport.protocol = handler
-        handler.makeConnection(transport)
-        handler.dataReceived(data)
+            handler = self._daphne_http()
+        data, self.buffer = self.buffer, b""
+        _switch(self.transport, handler, data)
+
+    def _daphne_http(self) -> Any:
+        handler = daphne_http.HTTPFactory.buildProtocol(self.factory, self.addr)
+        handler.requestFactory = BodyOnlyRequest
+        return handler
+
+    def _to_daphne_http(self, channel: Any, data: bytes) -> None:
+        """A publish channel's connection goes on in daphne's HTTP channel, from ``data`` on."""
+        _switch(channel.transport, self._daphne_http(), data)
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted's name
         self.lost = True
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
+
+
+def _switch(transport: Any, handler: Any, data: bytes) -> None:
+    """Make ``handler`` the protocol of ``transport`` and feed it the bytes read so far."""
+    if isinstance(transport, ProtocolWrapper):
+        transport.wrappedProtocol = handler
+    else:
+        transport.protocol = handler
+    handler.makeConnection(transport)
+    handler.dataReceived(data)
 
 
 class BodyOnlyRequest(daphne_http.WebRequest):

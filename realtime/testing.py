@@ -128,6 +128,24 @@ class PusherClient:
         await self.ws.close()
 
 
+async def call_asgi(app: Any, scope: dict, messages: list[dict]) -> list[dict]:
+    """Run ``app`` on one HTTP request: it receives ``messages`` (then nothing, as if the client
+    waited); returns the messages it sent."""
+    pending, sent = list(messages), []
+
+    async def receive() -> dict:
+        if pending:
+            return pending.pop(0)
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

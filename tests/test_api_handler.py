@@ -46,7 +46,7 @@ PUBLISH_PROBE = """
 import asyncio, concurrent.futures, json
 import django
 django.setup()
-from realtime.testing import signed_query
+from realtime.testing import call_asgi, signed_query
 from sockudo_project.asgi import application
 
 submitted = []
@@ -63,18 +63,7 @@ async def request(path, body):
     scope = dict(type="http", method="POST", path=path, raw_path=path.encode(), query_string=query.encode(),
                  headers=[(b"content-type", b"application/json")], client=("127.0.0.1", 5000),
                  server=("127.0.0.1", 80), scheme="http", http_version="1.1", root_path="")
-    messages = [dict(type="http.request", body=body, more_body=False)]
-    sent = []
-
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        await asyncio.sleep(3600)
-
-    async def send(message):
-        sent.append(message)
-
-    await application(scope, receive, send)
+    sent = await call_asgi(application, scope, [dict(type="http.request", body=body, more_body=False)])
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:]).decode()
 
 async def main():

@@ -20,7 +20,7 @@ django.setup()
 from django.core.handlers.asgi import ASGIHandler
 from prometheus_client import REGISTRY
 from realtime import metrics
-from realtime.testing import signed_query
+from realtime.testing import call_asgi, signed_query
 from sockudo_project.asgi import api_asgi_app
 
 def samples():
@@ -53,18 +53,8 @@ async def request(call, path, body, headers=(), sign=True, chunks=1, secret="pro
     size = max(1, len(body) // chunks + 1)
     parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
     messages = [dict(type="http.request", body=part, more_body=i < len(parts) - 1) for i, part in enumerate(parts)]
-    sent = []
-
-    async def receive():
-        if messages:
-            return messages.pop(0)
-        await asyncio.sleep(3600)
-
-    async def send(message):
-        sent.append(message)
-
     before = samples()
-    await call(scope, receive, send)
+    sent = await call_asgi(call, scope, messages)
     counted = delta(before, samples())
     start = sent[0]
     ignored = {b"x-ratelimit-remaining", b"x-ratelimit-reset", b"retry-after"}
@@ -179,7 +169,7 @@ REFUSAL_PROBE = """
 import asyncio, json
 import django
 django.setup()
-from realtime.testing import signed_query
+from realtime.testing import call_asgi, signed_query
 from sockudo_project.asgi import api_asgi_app
 
 EVENT = json.dumps(dict(name="e", channel="c", data="x")).encode()
@@ -190,15 +180,7 @@ async def post(messages):
                  query_string=signed_query("POST", path, "probe-key", "probe-secret", EVENT).encode(),
                  headers=[(b"content-type", b"application/json")], client=("127.0.0.1", 5000),
                  scheme="http", http_version="1.1", root_path="")
-    sent = []
-
-    async def receive():
-        return messages.pop(0)
-
-    async def send(message):
-        sent.append(message)
-
-    await asyncio.wait_for(api_asgi_app(scope, receive, send), 5)
+    sent = await asyncio.wait_for(call_asgi(api_asgi_app, scope, messages), 5)
     return [m.get("status") for m in sent if m["type"] == "http.response.start"], b"".join(
         m.get("body", b"") for m in sent if m["type"] == "http.response.body").decode()
 

@@ -131,7 +131,7 @@ class DaphneOutlet(Outlet):
         self.limit = limit
         transport = protocol.transport
         # Plain TCP only: with TLS in the transport the bytes must go through Twisted.
-        self.direct = getattr(transport, "TLS", True) is False and hasattr(transport, "socket")
+        self.direct = plain_tcp(transport)
         self.pending: list[bytes] | None = None  # corked bytes, written at the end of this turn
         self.pending_bytes = 0
         self.backlog = 0  # bytes Twisted still held after the last write (re-read when it matters)
@@ -163,11 +163,8 @@ class DaphneOutlet(Outlet):
         return True
 
     def flush(self) -> None:
-        """Write the corked bytes: straight to the kernel when Twisted holds nothing for this socket.
-
-        Twisted's write() would register the socket for writability and write on a later loop turn
-        (three extra syscalls); only what the kernel does not take goes through Twisted.
-        """
+        """Write the corked bytes: straight to the kernel when Twisted holds nothing for this socket
+        (``write_through``)."""
         pending = self.pending
         if pending is None:
             return
@@ -177,21 +174,11 @@ class DaphneOutlet(Outlet):
             return  # closed or closing: the peer will not read frames after the close handshake
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         transport = protocol.transport
-        unsent = _unsent(transport)
-        if unsent or not self.direct or transport.disconnecting:
+        if self.direct:
+            self.backlog = write_through(transport, data)
+        else:
+            self.backlog = _unsent(transport) + len(data)
             transport.write(data)
-            self.backlog = unsent + len(data)
-            return
-        try:
-            sent = transport.socket.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            transport.write(data)  # let Twisted notice the broken socket and close it
-            return
-        if sent < len(data):
-            transport.write(data[sent:])
-        self.backlog = len(data) - sent
 
     @property
     def last_pong(self) -> float:
@@ -209,6 +196,33 @@ class DaphneOutlet(Outlet):
         if protocol.state in (1, 3):  # connecting or open
             self.flush()  # frames sent before the close go out before it
             protocol.sendClose(code=code, reason=reason[:120])
+
+
+def write_through(transport: Any, data: bytes) -> int:
+    """Write ``data`` to a plain TCP transport's socket now, when Twisted holds nothing for it;
+    only what the kernel refuses goes through Twisted. Returns the bytes Twisted holds after.
+
+    Twisted's write() would register the socket for writability and write on a later loop turn
+    (three extra syscalls)."""
+    unsent = _unsent(transport)
+    if unsent or transport.disconnecting:
+        transport.write(data)
+        return unsent + len(data)
+    try:
+        sent = transport.socket.send(data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        transport.write(data)  # let Twisted notice the broken socket and close it
+        return len(data)
+    if sent < len(data):
+        transport.write(data[sent:])
+    return len(data) - sent
+
+
+def plain_tcp(transport: Any) -> bool:
+    """Whether ``transport`` is a Twisted TCP connection without TLS (its socket may be written)."""
+    return getattr(transport, "TLS", True) is False and hasattr(transport, "socket")
 
 
 def _unsent(transport: Any) -> int:

@@ -24,6 +24,8 @@ from urllib.parse import unquote
 
 from twisted.internet import interfaces, protocol, reactor
 
+from .outlets import plain_tcp, write_through
+
 log = logging.getLogger(__name__)
 
 # What a header name may be (RFC 9110 token) and what a value may not contain, as daphne checks.
@@ -67,6 +69,7 @@ class PublishChannel(protocol.Protocol):
         self.client = [str(peer.host), peer.port] if hasattr(peer, "port") else None
         self.server_addr = [str(host.host), host.port] if hasattr(host, "port") else None
         self.secure = interfaces.ISSLTransport.providedBy(transport)
+        self.direct = plain_tcp(transport)
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         if self.handed_off:
@@ -248,7 +251,11 @@ class _Exchange:
             lines.append(b"server: " + channel.server.server_name.encode())
         if b"content-length" not in names:
             lines.append(b"content-length: %d" % len(body))
-        channel.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        data = b"\r\n".join(lines) + b"\r\n\r\n" + body
+        if channel.direct:
+            write_through(channel.transport, data)
+        else:
+            channel.transport.write(data)
         # The next request starts after the application returns (``finished``).
 
     def finished(self, task: asyncio.Task) -> None:

@@ -56,7 +56,8 @@ class PublishChannel(protocol.Protocol):
         self.server = server
         self.hand_off = hand_off
         self.max_body = max_body
-        self.buffer = b""
+        self.buffer = bytearray()  # grows in place: a large body arrives in many reads
+        self.awaiting = 0  # buffered bytes the request being read needs before it is whole
         self.serving = False
         self.lost = False
         self.handed_off = False
@@ -79,7 +80,8 @@ class PublishChannel(protocol.Protocol):
             if len(self.buffer) > MAX_PIPELINED:
                 self.transport.abortConnection()
             return
-        self._next()
+        if len(self.buffer) >= self.awaiting:
+            self._next()
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted's name
         self.lost = True
@@ -101,18 +103,20 @@ class PublishChannel(protocol.Protocol):
             else:
                 self._start_timer()
             return
-        request = self._parse(buffer[:end])
+        request = self._parse(bytes(buffer[:end]))
         if request is None:
             self._give_up()
             return
         target, headers, length = request
         start = end + 4
         if len(buffer) - start < length:
+            self.awaiting = start + length
             self._start_timer()
             return
         self._stop_timer()
-        body = buffer[start : start + length]
-        self.buffer = buffer[start + length :]
+        self.awaiting = 0
+        body = bytes(buffer[start : start + length])
+        del buffer[: start + length]
         self._serve(target, headers, body)
 
     def _parse(self, head: bytes) -> tuple[bytes, list[tuple[bytes, bytes]], int] | None:
@@ -177,7 +181,7 @@ class PublishChannel(protocol.Protocol):
         """daphne's HTTP channel takes the connection and every byte not served yet."""
         self._stop_timer()
         self.handed_off = True
-        data, self.buffer = self.buffer, b""
+        data, self.buffer = bytes(self.buffer), bytearray()
         self.hand_off(self, data)
 
     def wait_disconnect(self) -> asyncio.Future:

@@ -316,3 +316,17 @@ def test_the_channel_builds_daphnes_scope_answers_in_order_and_hands_off_the_res
     for name in ("chunked", "too_big", "other_path"):
         assert result[name]["scopes"] == [] and result[name]["written"] == "", name
         assert len(result[name]["handed"]) == 1 and result[name]["handed"][0].startswith("POST "), name
+
+
+def test_a_large_body_within_the_request_limit_is_read_whole_and_answered(server):
+    """5 MiB (the request limit is 10 MiB) arriving in many reads: the event is refused as too large
+    for an event, in the API's envelope, and the connection goes on serving."""
+    request = publish_request(server, f"large-{uid()}", "x" * (5 * 1024 * 1024))
+    sock, reader = open_socket(server)
+    with sock:
+        for offset in range(0, len(request), 256 * 1024):
+            sock.sendall(request[offset : offset + 256 * 1024])
+        status, _headers, answer = reader.response()
+        assert status == 413 and json.loads(answer)["status"] == 413, (status, answer[:200])
+        sock.sendall(publish_request(server, f"large-{uid()}", "after"))
+        assert reader.response()[:3:2] == (200, b'{"ok":true}')

@@ -98,7 +98,7 @@ class PublishChannel(protocol.Protocol):
             return
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(buffer) >= MAX_HEAD or not takes(buffer[:11]) and len(buffer) >= 11:
+            if len(buffer) >= MAX_HEAD or not takes(buffer) and len(buffer) >= 11:
                 self._give_up()
             else:
                 self._start_timer()

@@ -259,13 +259,20 @@ def test_sigterm_drains_closes_sockets_with_4200_and_exits_0(server_factory):
         try:
             started = time.monotonic()
             srv.process.send_signal(signal.SIGTERM)
-            # While draining: new upgrades are refused with 503 and /up answers DRAINING.
+            await asyncio.sleep(0.1)  # the signal is handled
+            # While draining (about a second here: the stuck socket's close times out): new upgrades
+            # are refused with 503 and /up answers DRAINING. Both asked at once, within that second.
+            upgrade = websockets.connect(
+                f"ws://{srv.host}:{srv.port}/app/{srv.key}?protocol=7", open_timeout=2
+            )
+            attempt, up = await asyncio.gather(
+                upgrade, asyncio.to_thread(get, srv, "/up"), return_exceptions=True
+            )
             with pytest.raises(InvalidStatus) as refused:
-                await websockets.connect(
-                    f"ws://{srv.host}:{srv.port}/app/{srv.key}?protocol=7", open_timeout=2
-                )
+                raise attempt if isinstance(attempt, BaseException) else AssertionError(attempt)
             assert refused.value.response.status_code == 503
-            up = await asyncio.to_thread(get, srv, "/up")
+            if isinstance(up, BaseException):
+                raise up
             assert up.status_code == 503 and up.text == "DRAINING", up.text
             assert up.headers["X-Health-Check"] == "DRAINING"
             for client in (a, b):

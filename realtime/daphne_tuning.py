@@ -31,6 +31,8 @@ from .ratelimit import upgrade as ratelimit_upgrade
 
 _original_pformat = autobahn_protocol.pformat
 
+CLOSE_HANDSHAKE_TIMEOUT = 2  # seconds, before whole-second rounding: a peer gets 1 - 2 s
+
 
 def _lazy_pformat(value: object) -> str:
     if logging.getLogger("autobahn").isEnabledFor(logging.DEBUG):
@@ -266,6 +268,10 @@ class TunedWebSocketFactory(WebSocketFactory):
     def setProtocolOptions(self, **options) -> None:  # noqa: N802 - autobahn's name
         # Oversized messages get a 1009 close frame (protocol-v1 §1.3), not a bare TCP drop.
         options.setdefault("failByDrop", False)
+        # autobahn's timers round deadlines down to the whole second (txaio's batched timer), so
+        # its default 1 s gave a peer anywhere from 0 to 1 s to answer our close frame before the
+        # connection was aborted.
+        options.setdefault("closeHandshakeTimeout", CLOSE_HANDSHAKE_TIMEOUT)
         super().setProtocolOptions(**options)
         attrs = {}
         for name in WebSocketProtocol.CONFIG_ATTRS:

@@ -85,7 +85,7 @@ def get(server: LiveServer, path: str) -> httpx.Response:
 
 class StuckSocket:
     """A WebSocket client that completes the handshake and then never reads again, so the server's
-    close handshake with it cannot finish (autobahn gives up after 1 s)."""
+    close handshake with it cannot finish (the server gives up after 1 - 2 s)."""
 
     def __init__(self, server: LiveServer) -> None:
         self.sock = socket.create_connection((server.host, server.port), timeout=5)
@@ -255,13 +255,13 @@ def test_sigterm_drains_closes_sockets_with_4200_and_exits_0(server_factory):
     async def body():
         a, b = await connect(srv), await connect(srv)
         await subscribed(a, "drain")
-        stuck = await asyncio.to_thread(StuckSocket, srv)  # keeps the drain open for ~1 s
+        stuck = await asyncio.to_thread(StuckSocket, srv)  # keeps the drain open for the 1 s grace
         try:
             started = time.monotonic()
             srv.process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.1)  # the signal is handled
-            # While draining (about a second here: the stuck socket's close times out): new upgrades
-            # are refused with 503 and /up answers DRAINING. Both asked at once, within that second.
+            # While draining (the whole grace period here: the stuck socket outlives it): new
+            # upgrades are refused with 503 and /up answers DRAINING. Both asked within that second.
             upgrade = websockets.connect(
                 f"ws://{srv.host}:{srv.port}/app/{srv.key}?protocol=7", open_timeout=2
             )
@@ -281,7 +281,8 @@ def test_sigterm_drains_closes_sockets_with_4200_and_exits_0(server_factory):
             code = await asyncio.to_thread(srv.process.wait, 5)
             elapsed = time.monotonic() - started
             assert code == 0, srv.log()
-            assert elapsed < 1 + 2.5, elapsed  # the grace period, plus process exit
+            # The stuck socket held the drain for the whole grace period, then it ended.
+            assert 1 <= elapsed < 1 + 2.5, elapsed
         finally:
             stuck.close()
             await close_all(a, b)

@@ -48,9 +48,7 @@ class ScopeRequest:
             "REMOTE_ADDR": client[0] if client else "",
         }
         for raw_name, raw_value in scope.get("headers", ()):
-            name = raw_name.decode("latin-1").upper().replace("-", "_")
-            if name not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
-                name = "HTTP_" + name
+            name = meta_key(raw_name.decode("latin-1"))
             value = raw_value.decode("latin-1")
             meta[name] = f"{meta[name]},{value}" if name in meta else value  # as Django joins repeats
         self.META = meta
@@ -62,6 +60,12 @@ class ScopeRequest:
         if secure is None:
             secure = self._secure = _is_secure(self.scope, self.META)
         return secure
+
+
+def meta_key(header: str) -> str:
+    """Django's ``META`` name for an HTTP header (``X-Forwarded-For`` -> ``HTTP_X_FORWARDED_FOR``)."""
+    key = header.upper().replace("-", "_")
+    return key if key in ("CONTENT_LENGTH", "CONTENT_TYPE") else "HTTP_" + key
 
 
 def _is_secure(scope: dict, meta: dict[str, str]) -> bool:
@@ -83,10 +87,7 @@ class _Headers:
         self.meta = meta
 
     def get(self, name: str, default: Any = None) -> Any:
-        key = name.upper().replace("-", "_")
-        if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
-            key = "HTTP_" + key
-        return self.meta.get(key, default)
+        return self.meta.get(meta_key(name), default)
 
 
 class JSONAnswer:

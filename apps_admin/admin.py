@@ -12,8 +12,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from . import operations
-from .models import App
+from apps_admin import operations
+from apps_admin.models import App
 
 # Non-null JSON columns: an emptied textarea means "back to the default", not NULL.
 _JSON_DEFAULTS = {

@@ -7,4 +7,4 @@ class AppsAdminConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (system checks; cache invalidation on save/delete)
+        from apps_admin import checks, signals  # noqa: F401  (system checks; cache invalidation on save/delete)

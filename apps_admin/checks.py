@@ -19,7 +19,7 @@ WILDCARD_ORIGINS = {"*", "any"}
 
 
 def _driver_path(driver: str) -> str:
-    from .managers import DRIVERS
+    from apps_admin.managers import DRIVERS
 
     return DRIVERS.get(driver, driver)
 
@@ -27,7 +27,7 @@ def _driver_path(driver: str) -> str:
 @register(Tags.compatibility)
 def check_app_manager_driver(app_configs=None, **kwargs) -> list:
     driver = server_settings()["APP_MANAGER_DRIVER"]
-    from .managers import DRIVERS
+    from apps_admin.managers import DRIVERS
 
     try:
         import_string(_driver_path(driver))
@@ -44,7 +44,7 @@ def check_app_manager_driver(app_configs=None, **kwargs) -> list:
 
 @register(Tags.security)
 def check_apps(app_configs=None, **kwargs) -> list:
-    from .managers import get_app_manager
+    from apps_admin.managers import get_app_manager
 
     try:
         import_string(_driver_path(server_settings()["APP_MANAGER_DRIVER"]))

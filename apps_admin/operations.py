@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from .models import App, new_secret
+from apps_admin.models import App, new_secret
 
 # The default app is 1001; numbering further apps after it keeps ids numeric (every Pusher SDK
 # accepts them) and away from small numbers people type by hand in examples.

@@ -1,6 +1,6 @@
 from django.urls import re_path
 
-from . import views
+from history import views
 
 PREFIX = r"^apps/(?P<app_id>[^/]+)/channels/(?P<channel>[^/]+)/history"
 

@@ -6,4 +6,4 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Realtime server"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (system checks: adapter vs. worker processes)
+        from realtime import checks  # noqa: F401  (system checks: adapter vs. worker processes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.core.checks import Error, Tags, register
 from django.utils.module_loading import import_string
 
-from .conf import adapter_path, server_settings
+from realtime.conf import adapter_path, server_settings
 
 # ``serve --workers N`` sets this before the checks run, so the flag counts like SOCKUDO_WORKERS.
 workers_override: int | None = None
@@ -23,7 +23,7 @@ def configured_workers() -> int:
 
 
 def _in_process(driver: str) -> bool:
-    from .adapters.local import LocalAdapter
+    from realtime.adapters.local import LocalAdapter
 
     try:
         cls = import_string(adapter_path(driver))

@@ -12,8 +12,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 
 from apps_admin.managers import get_app_manager
-
-from .engine import get_engine
+from realtime.engine import get_engine
 
 
 class RealtimeConsumer(AsyncConsumer):

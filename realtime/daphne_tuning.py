@@ -25,9 +25,9 @@ from twisted.internet import protocol, reactor
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import http
 
-from . import publish_channel, shutdown
-from .conf import server_settings
-from .ratelimit import upgrade as ratelimit_upgrade
+from realtime import publish_channel, shutdown
+from realtime.conf import server_settings
+from realtime.ratelimit import upgrade as ratelimit_upgrade
 
 _original_pformat = autobahn_protocol.pformat
 

@@ -16,22 +16,21 @@ from urllib.parse import parse_qs
 
 from django.utils.module_loading import import_string
 
-from . import handlers, metrics, recovery, v2_history
-from .conf import adapter_path, server_settings
-from .connection import Connection
-from .events import EventSink, make_sink
-from .origins import origin_allowed
-from .outlets import OutFrame, make_outlet, set_flush_max_delay
-from .protocol import errors, frames
-from .protocol.channels import META_PREFIX
-from .protocol.errors import ProtocolError
-from .recovery import HotBuffer, recovery_settings
-from .registry import Registry
+from realtime import handlers, metrics, recovery, v2_history
+from realtime.conf import adapter_path, server_settings
+from realtime.connection import Connection
+from realtime.events import EventSink, make_sink
+from realtime.origins import origin_allowed
+from realtime.outlets import OutFrame, make_outlet, set_flush_max_delay
+from realtime.protocol import errors, frames
+from realtime.protocol.channels import META_PREFIX
+from realtime.protocol.errors import ProtocolError
+from realtime.recovery import HotBuffer, recovery_settings
+from realtime.registry import Registry
 
 if TYPE_CHECKING:
     from apps_admin.models import App
-
-    from .adapters.base import Adapter
+    from realtime.adapters.base import Adapter
 
 log = logging.getLogger(__name__)
 

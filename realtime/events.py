@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from realtime.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def make_sink(engine: Engine) -> EventSink:
     A sink that cannot be built disables webhooks for this process, with a warning."""
     from django.utils.module_loading import import_string
 
-    from .conf import server_settings
+    from realtime.conf import server_settings
 
     path = server_settings().get("WEBHOOK_SINK") or ""
     if not path:

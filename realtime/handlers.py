@@ -12,18 +12,18 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from . import v2_history
-from .adapters.base import AdapterUnavailable
-from .conf import server_settings
-from .outlets import OutFrame
-from .protocol import errors, filters, frames
-from .protocol.channels import META_PREFIX, SERVER_TO_USER_PREFIX, kind_of, validate_name
-from .protocol.errors import ProtocolError
-from .protocol.signatures import channel_string, user_string, verify_auth
+from realtime import v2_history
+from realtime.adapters.base import AdapterUnavailable
+from realtime.conf import server_settings
+from realtime.outlets import OutFrame
+from realtime.protocol import errors, filters, frames
+from realtime.protocol.channels import META_PREFIX, SERVER_TO_USER_PREFIX, kind_of, validate_name
+from realtime.protocol.errors import ProtocolError
+from realtime.protocol.signatures import channel_string, user_string, verify_auth
 
 if TYPE_CHECKING:
-    from .connection import Connection
-    from .engine import Engine
+    from realtime.connection import Connection
+    from realtime.engine import Engine
 
 
 # -- subscribe / unsubscribe -------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.utils.module_loading import import_string
 
-from .conf import server_settings
+from realtime.conf import server_settings
 
 PROCESSING = "__processing__"
 DRIVERS = {

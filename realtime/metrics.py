@@ -26,10 +26,10 @@ import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from .protocol.channels import kind_of
+from realtime.protocol.channels import kind_of
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from realtime.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from .protocol.frames import to_v2
+from realtime.protocol.frames import to_v2
 
 log = logging.getLogger(__name__)
 AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
@@ -58,7 +58,7 @@ class OutFrame:
         """What V2 subscription filters see (parsed once per broadcast, only when a filtered
         subscriber asks; None for system frames, which filters never hide)."""
         if self._view is _UNSET:
-            from .protocol.filters import message_from_frame
+            from realtime.protocol.filters import message_from_frame
 
             text = self.v2_text or self.text
             self._view = message_from_frame(text) if text else None

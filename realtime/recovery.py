@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .conf import server_settings
+from realtime.conf import server_settings
 
 
 def recovery_settings(app: Any) -> tuple[bool, float, int]:
@@ -118,7 +118,7 @@ class HotBuffer:
 # -- sockudo:resume ------------------------------------------------------------------------------
 def resume(engine: Any, conn: Any, frame: Any) -> Any:
     """Validate a ``sockudo:resume``; the replay itself may read durable history, so it is async."""
-    from .protocol import errors, frames
+    from realtime.protocol import errors, frames
 
     app = conn.app
     if not recovery_settings(app)[0]:
@@ -140,7 +140,7 @@ def resume(engine: Any, conn: Any, frame: Any) -> Any:
         except (TypeError, ValueError):
             raise errors.invalid_format(f"Invalid serial for channel {channel}") from None
         parsed.append((channel, position.get("stream_id"), serial, position.get("last_message_id")))
-    from . import v2_history
+    from realtime import v2_history
 
     for channel, *_ in parsed:  # live frames wait until the channel's replay is done
         if channel in conn.channels:
@@ -149,7 +149,7 @@ def resume(engine: Any, conn: Any, frame: Any) -> Any:
 
 
 async def _resume(engine: Any, conn: Any, parsed: list) -> None:
-    from . import v2_history
+    from realtime import v2_history
 
     try:
         await _replay_all(engine, conn, parsed)
@@ -161,10 +161,10 @@ async def _resume(engine: Any, conn: Any, parsed: list) -> None:
 
 
 async def _replay_all(engine: Any, conn: Any, parsed: list) -> None:
-    from . import v2_history
-    from .engine import passes
-    from .outlets import OutFrame
-    from .protocol import frames
+    from realtime import v2_history
+    from realtime.engine import passes
+    from realtime.outlets import OutFrame
+    from realtime.protocol import frames
 
     app = conn.app
     _enabled, _ttl, max_size = recovery_settings(app)

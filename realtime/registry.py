@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .connection import Connection
+from realtime.connection import Connection
 
 
 class PresenceMember:

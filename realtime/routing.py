@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .consumers import RealtimeConsumer
+from realtime.consumers import RealtimeConsumer
 
 APP_PATH = re.compile(r"^(?:.*/)?app/([^/]+)/?$")
 

@@ -22,10 +22,10 @@ from typing import Any
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor
 
-from . import metrics, shutdown
-from .conf import server_settings
-from .daphne_tuning import TunedServer
-from .engine import current_engine
+from realtime import metrics, shutdown
+from realtime.conf import server_settings
+from realtime.daphne_tuning import TunedServer
+from realtime.engine import current_engine
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from .protocol.signatures import md5_hex, sign_api_request, sign_channel, sign_user
+from realtime.protocol.signatures import md5_hex, sign_api_request, sign_channel, sign_user
 
 ROOT = Path(__file__).resolve().parent.parent
 

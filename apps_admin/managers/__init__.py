@@ -6,9 +6,8 @@ from functools import lru_cache
 
 from django.utils.module_loading import import_string
 
+from apps_admin.managers.base import AppManager
 from realtime.conf import server_settings
-
-from .base import AppManager
 
 DRIVERS = {
     "database": "apps_admin.managers.database.DatabaseAppManager",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from django.db import close_old_connections
 
+from apps_admin.managers.base import AppManager
 from apps_admin.models import App
-
-from .base import AppManager
 
 
 class DatabaseAppManager(AppManager):

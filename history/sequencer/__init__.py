@@ -10,7 +10,7 @@ import threading
 
 from django.utils.module_loading import import_string
 
-from .base import HeadLoader, Position, Sequencer, new_stream_id
+from history.sequencer.base import HeadLoader, Position, Sequencer, new_stream_id
 
 __all__ = ["HeadLoader", "Position", "Sequencer", "get_sequencer", "new_stream_id", "sequencer_path"]
 

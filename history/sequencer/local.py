@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 
-from .base import HeadLoader, Position, Sequencer, new_stream_id
+from history.sequencer.base import HeadLoader, Position, Sequencer, new_stream_id
 
 
 class _Stream:

@@ -7,7 +7,7 @@ import threading
 
 from django.utils.module_loading import import_string
 
-from .base import ColdRange, HistoryPage, HistoryStore
+from history.store.base import ColdRange, HistoryPage, HistoryStore
 
 __all__ = ["ColdRange", "HistoryPage", "HistoryStore", "get_store", "store_path"]
 

@@ -9,8 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from history.records import HistoryRecord, PurgeResult, ResetResult, Retained, StoredMessage, StreamInfo
-
-from .base import HEALTHY, HistoryStore, now_ms
+from history.store.base import HEALTHY, HistoryStore, now_ms
 
 
 class _Rows:

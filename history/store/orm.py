@@ -12,8 +12,7 @@ from django.db.models import Count, Max, Min, Sum
 
 from history.models import HistoryMessage, HistoryStream
 from history.records import HistoryRecord, PurgeResult, ResetResult, Retained, StoredMessage, StreamInfo
-
-from .base import HEALTHY, HistoryStore
+from history.store.base import HEALTHY, HistoryStore
 
 _FIELDS = (
     "stream_id",

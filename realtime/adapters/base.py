@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..engine import Engine
-    from ..outlets import OutFrame
+    from realtime.engine import Engine
+    from realtime.outlets import OutFrame
 
 
 class AdapterUnavailable(Exception):

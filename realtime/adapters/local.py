@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..outlets import OutFrame
-from .base import Adapter, PresenceJoin
+from realtime.adapters.base import Adapter, PresenceJoin
+from realtime.outlets import OutFrame
 
 
 class LocalAdapter(Adapter):

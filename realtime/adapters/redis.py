@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from ..conf import server_settings
-from ..outlets import OutFrame
-from ..protocol import frames
-from ..redis_pool import async_client
-from .base import Adapter, AdapterUnavailable, PresenceJoin
+from realtime.adapters.base import Adapter, AdapterUnavailable, PresenceJoin
+from realtime.conf import server_settings
+from realtime.outlets import OutFrame
+from realtime.protocol import frames
+from realtime.redis_pool import async_client
 
 if TYPE_CHECKING:
-    from ..engine import Engine
+    from realtime.engine import Engine
 
 log = logging.getLogger(__name__)
 SEP = "\x1f"

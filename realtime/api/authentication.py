@@ -14,10 +14,9 @@ from urllib.parse import parse_qsl
 from rest_framework.authentication import BaseAuthentication
 
 from apps_admin.managers import get_app_manager
+from realtime.api import errors
 from realtime.conf import server_settings
 from realtime.protocol.signatures import md5_hex, sign_api_request, verify_hex
-
-from . import errors
 
 EMPTY_MD5 = md5_hex(b"")
 

@@ -25,7 +25,7 @@ from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
-from .publish_asgi import PublishServer
+from realtime.api.publish_asgi import PublishServer
 
 API_PATH_PREFIXES = ("/apps/", "/users/")
 API_MIDDLEWARE = (

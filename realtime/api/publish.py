@@ -25,14 +25,13 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.renderers import JSONRenderer
 
 from realtime import broadcast, idempotency
+from realtime.api import errors
+from realtime.api.authentication import authenticate_async
+from realtime.api.validation import publication
+from realtime.api.views import SignedAPIView, json_body
 from realtime.bridge import on_loop
 from realtime.engine import get_engine
 from realtime.ratelimit.http import acheck_backend_events
-
-from . import errors
-from .authentication import authenticate_async
-from .validation import publication
-from .views import SignedAPIView, json_body
 
 _RENDERER = JSONRenderer()
 _OTHER_METHODS = SignedAPIView.as_view()

@@ -21,7 +21,7 @@ from django.core.handlers.base import BaseHandler
 from django.urls import Resolver404, resolve
 from django.utils.log import log_response
 
-from . import publish
+from realtime.api import publish
 
 # The publish routes of ``urls.py``; the view's name comes from the URLconf itself.
 ROUTE = re.compile(r"^/apps/[^/]+/(batch_events|events)/?$")

@@ -1,6 +1,6 @@
 from django.urls import include, path, re_path
 
-from . import health, publish, views
+from realtime.api import health, publish, views
 
 CHANNEL = r"(?P<channel>[^/]+)"
 

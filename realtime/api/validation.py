@@ -5,11 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from realtime.api import errors
 from realtime.broadcast import Publication
 from realtime.protocol import frames
 from realtime.protocol.channels import validate_name
-
-from . import errors
 
 SOCKET_ID = re.compile(r"^\d+\.\d+$")
 INFO_ATTRIBUTES = frozenset({"user_count", "subscription_count"})

@@ -12,14 +12,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime import broadcast
+from realtime.api import errors
+from realtime.api.authentication import PusherSignatureAuthentication, read_body
+from realtime.api.validation import parse_info, parse_json
 from realtime.bridge import on_loop
 from realtime.protocol import errors as protocol_errors
 from realtime.protocol.channels import kind_of, validate_name
 from realtime.ratelimit.http import check_read_request
-
-from . import errors
-from .authentication import PusherSignatureAuthentication, read_body
-from .validation import parse_info, parse_json
 
 
 def json_body(request: HttpRequest) -> Any:

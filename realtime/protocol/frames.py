@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors
+from realtime.protocol import errors
 
 _SYSTEM_PREFIXES = ("pusher:", "pusher_internal:", "sockudo:", "sockudo_internal:")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode

@@ -13,8 +13,7 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from realtime.conf import server_settings
-
-from .base import Decision, RateLimiter, RateLimiterUnavailable
+from realtime.ratelimit.base import Decision, RateLimiter, RateLimiterUnavailable
 
 __all__ = [
     "Decision",

@@ -25,9 +25,8 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse
 
 from realtime.conf import server_settings
-
-from . import client_ip, get_limiter
-from .base import Decision, RateLimiterUnavailable
+from realtime.ratelimit import client_ip, get_limiter
+from realtime.ratelimit.base import Decision, RateLimiterUnavailable
 
 TOO_MANY = {"error": "Too Many Requests", "message": "Rate limit exceeded. Please try again later."}
 BACKEND_DOWN = {"error": "Rate limiter backend unavailable.", "code": "service_unavailable", "status": 503}

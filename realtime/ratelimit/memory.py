@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .base import Decision, RateLimiter
+from realtime.ratelimit.base import Decision, RateLimiter
 
 
 class MemoryRateLimiter(RateLimiter):

@@ -15,10 +15,9 @@ from collections.abc import Awaitable
 from functools import lru_cache
 
 from realtime.conf import server_settings
-
-from . import get_limiter
-from .base import Decision, RateLimiter, RateLimiterUnavailable
-from .http import TOO_MANY, Limit, compact_json
+from realtime.ratelimit import get_limiter
+from realtime.ratelimit.base import Decision, RateLimiter, RateLimiterUnavailable
+from realtime.ratelimit.http import TOO_MANY, Limit, compact_json
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from typing import Any
 from django.utils.module_loading import import_string
 
 from realtime.conf import server_settings
-
-from .base import Retry, TaskRunner, TaskSpec, task
+from realtime.taskrunner.base import Retry, TaskRunner, TaskSpec, task
 
 __all__ = ["Retry", "TaskRunner", "TaskSpec", "driver_path", "get_task_runner", "set_task_runner", "task"]
 

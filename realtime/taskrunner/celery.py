@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from .base import Retry, TaskRunner, TaskSpec
+from realtime.taskrunner.base import Retry, TaskRunner, TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,9 @@ from typing import Any
 from realtime.conf import server_settings
 from realtime.protocol.signatures import webhook_signature
 from realtime.taskrunner import Retry, task
-
-from . import metrics
-from .config import Webhook, webhooks_of
-from .retry import FAILED, RETRY, SUCCESS, RetryPolicy, classify
+from realtime.webhooks import metrics
+from realtime.webhooks.config import Webhook, webhooks_of
+from realtime.webhooks.retry import FAILED, RETRY, SUCCESS, RetryPolicy, classify
 
 log = logging.getLogger(__name__)
 

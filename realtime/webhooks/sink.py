@@ -30,9 +30,8 @@ from asgiref.sync import sync_to_async
 from realtime.conf import server_settings
 from realtime.events import EventSink
 from realtime.taskrunner import TaskRunner, get_task_runner
-
-from .config import webhooks_of
-from .delivery import deliver
+from realtime.webhooks.config import webhooks_of
+from realtime.webhooks.delivery import deliver
 
 if TYPE_CHECKING:
     from apps_admin.models import App

@@ -4,7 +4,6 @@ The code is ``delivery.deliver``, the same function the in-process runner calls.
 from __future__ import annotations
 
 from realtime.taskrunner.celery import celery_task
-
-from .delivery import deliver
+from realtime.webhooks.delivery import deliver
 
 deliver_task = celery_task(deliver)

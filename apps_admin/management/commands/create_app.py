@@ -15,9 +15,8 @@ from django.db import DatabaseError, transaction
 from apps_admin import operations
 from apps_admin.checks import app_warnings
 from apps_admin.fields import ALL_FIELDS, parse_value
+from apps_admin.management.commands._common import parse_assignments, warn_if_not_database
 from apps_admin.models import App, new_key, new_secret
-
-from ._common import parse_assignments, warn_if_not_database
 
 
 class Command(BaseCommand):

@@ -9,9 +9,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from apps_admin import operations
+from apps_admin.management.commands._common import warn_if_not_database
 from apps_admin.models import App
-
-from ._common import warn_if_not_database
 
 
 class Command(BaseCommand):

@@ -22,10 +22,9 @@ from urllib.parse import parse_qsl
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
+from apps_admin.management.commands._common import parse_assignments
 from apps_admin.managers import get_app_manager
 from realtime.testing import signed_query
-
-from ._common import parse_assignments
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 

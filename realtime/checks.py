@@ -23,7 +23,7 @@ def configured_workers() -> int:
 
 
 def _in_process(driver: str) -> bool:
-    from realtime.adapters.local import LocalAdapter
+    from realtime.cluster.local import LocalAdapter
 
     try:
         cls = import_string(adapter_path(driver))

@@ -9,8 +9,8 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
-from realtime.api.handler import APIHandler, is_api_path  # noqa: E402
-from realtime.routing import websocket_application  # noqa: E402
+from realtime.server.api_handler import APIHandler, is_api_path  # noqa: E402
+from realtime.websocket.routing import websocket_application  # noqa: E402
 
 api_asgi_app = APIHandler()
 

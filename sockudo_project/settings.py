@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from realtime.conf import from_environ
-from sockudo_project.env import database_from_url, env_bool, env_list, env_str
+from realtime.conf.env import database_from_url, env_bool, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -34,7 +34,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: the per-IP API limit runs before anything else looks at the request (http-api.md §1).
-    "realtime.ratelimit.http.APIRateLimitMiddleware",
+    "realtime.api.limits.APIRateLimitMiddleware",
     # HTTP metrics (django-prometheus, its hooks run inline) and HTTP API bytes per app; the
     # WebSocket path never passes through Django middleware.
     "realtime.api.metrics_middleware.PrometheusBeforeMiddleware",

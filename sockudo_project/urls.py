@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from realtime import views
+from realtime.api import landing as views
 
 urlpatterns = [
     path("", views.landing, name="landing"),

@@ -15,7 +15,7 @@ import asyncio, json, threading
 import django
 django.setup()
 from asgiref.sync import sync_to_async
-from realtime.api.handler import APIHandler
+from realtime.server.api_handler import APIHandler
 
 handler = APIHandler()
 seen = []

@@ -9,7 +9,7 @@ LOG_PROBE = """
 import json
 import django
 django.setup()
-from realtime.daphne_tuning import SniffingHTTPFactory
+from realtime.server.tuning import SniffingHTTPFactory
 
 class Server:
     verbosity = 0

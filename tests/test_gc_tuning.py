@@ -9,7 +9,7 @@ from pathlib import Path
 
 PROBE = """
 import gc
-from realtime.serving import tune_garbage_collector
+from realtime.server.node import tune_garbage_collector
 tune_garbage_collector({threshold})
 print(gc.get_threshold()[0], gc.get_freeze_count() > 0)
 """

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from realtime import outlets
-from realtime.outlets import FLUSH_BYTES, DaphneOutlet, OutFrame, set_flush_max_delay
+from realtime.server import outlets
+from realtime.server.outlets import FLUSH_BYTES, DaphneOutlet, OutFrame, set_flush_max_delay
 
 
 @pytest.fixture(autouse=True)

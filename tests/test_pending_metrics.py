@@ -6,8 +6,8 @@ import threading
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from realtime import metrics
-from realtime.metrics import PendingMetric
+from realtime.node import metrics
+from realtime.node.metrics import PendingMetric
 
 
 def _pair(kind: type, name: str, labels: tuple[str, ...] = (), **kwargs) -> tuple:

@@ -19,7 +19,7 @@ import django
 django.setup()
 from django.core.handlers.asgi import ASGIHandler
 from prometheus_client import REGISTRY
-from realtime import metrics
+from realtime.node import metrics
 from realtime.testing import call_asgi, signed_query
 from sockudo_project.asgi import api_asgi_app
 

@@ -238,7 +238,7 @@ def test_a_publish_answered_after_a_stall_within_the_head_timeout(server):
 UNIT_PROBE = """
 import asyncio, json
 from twisted.internet.testing import StringTransport
-from realtime.publish_channel import PublishChannel
+from realtime.server.http_channel import PublishChannel
 
 class Server:
     root_path = ""

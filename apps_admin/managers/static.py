@@ -8,7 +8,7 @@ import os
 from apps_admin.fields import app_from_mapping, default_app_from_environ
 from apps_admin.managers.base import AppManager
 from apps_admin.models import App
-from sockudo_project.env import env_json
+from realtime.conf.env import env_json
 
 
 class StaticAppManager(AppManager):

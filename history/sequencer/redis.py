@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from history.sequencer.base import HeadLoader, Position, Sequencer, new_stream_id
-from realtime.redis_pool import async_client
+from realtime.cluster.redis_pool import async_client
 
 # KEYS[1] = the channel's hash. ARGV[1] = '1' to take the next serial, '0' to read the head;
 # ARGV[2], ARGV[3] (optional) = stream id and head serial to start from when the hash is missing.

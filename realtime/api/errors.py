@@ -84,7 +84,7 @@ _DRF_CODES = {
 
 def envelope(exc: Exception) -> tuple[int, dict, dict[str, str]]:
     """(status, body, headers) of any API error, expected or not; 5xx never leak details."""
-    from realtime.adapters.base import AdapterUnavailable
+    from realtime.cluster.base import AdapterUnavailable
 
     if isinstance(exc, AdapterUnavailable):
         exc = service_unavailable("The cluster backend is unavailable; nothing was published")

@@ -19,13 +19,14 @@ from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse
 
 from apps_admin.managers import get_app_manager
-from realtime import metrics, shutdown
 from realtime.conf import server_settings
-from realtime.engine import current_engine, get_engine
+from realtime.node import drain as shutdown
+from realtime.node import metrics
+from realtime.node.engine import current_engine, get_engine
 
 if TYPE_CHECKING:
-    from realtime.engine import Engine
-    from realtime.registry import AppState
+    from realtime.node.engine import Engine
+    from realtime.node.registry import AppState
 
 log = logging.getLogger(__name__)
 

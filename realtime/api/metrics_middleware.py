@@ -1,5 +1,5 @@
 """HTTP middleware for metrics: django-prometheus's request series, and the HTTP API series of
-``realtime.metrics`` (calls and bytes per app). Under daphne all of it runs on the event loop
+``realtime.node.metrics`` (calls and bytes per app). Under daphne all of it runs on the event loop
 without thread hops; the WebSocket path never passes through Django middleware."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from django.utils.decorators import sync_and_async_middleware
 from django_prometheus import middleware as django_prometheus_middleware
 from prometheus_client import Counter, Histogram
 
-from realtime.metrics import STATS, PendingMetric
+from realtime.node.metrics import STATS, PendingMetric
 
 _API_PATH = re.compile(r"^/(?:apps/[^/]+/|users/)")
 
@@ -59,7 +59,7 @@ def http_api_metrics(get_response: Callable) -> Callable:
 class PendingRequestMetrics:
     """django-prometheus's request metrics (the same series), each a ``PendingMetric``: a request's
     dozen updates are additions to plain numbers, handed to prometheus_client by
-    ``realtime.metrics.flush``."""
+    ``realtime.node.metrics.flush``."""
 
     _instance: PendingRequestMetrics | None = None
 

@@ -24,14 +24,14 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.renderers import JSONRenderer
 
-from realtime import broadcast, idempotency
-from realtime.api import errors
+from realtime.api import errors, idempotency
 from realtime.api.authentication import authenticate_async
+from realtime.api.bridge import on_loop
+from realtime.api.limits import acheck_backend_events
 from realtime.api.validation import publication
 from realtime.api.views import SignedAPIView, json_body
-from realtime.bridge import on_loop
-from realtime.engine import get_engine
-from realtime.ratelimit.http import acheck_backend_events
+from realtime.node import broadcast
+from realtime.node.engine import get_engine
 
 _RENDERER = JSONRenderer()
 _OTHER_METHODS = SignedAPIView.as_view()

@@ -1,8 +1,9 @@
-from django.urls import include, path, re_path
+from django.urls import re_path
 
-from realtime.api import health, publish, views
+from realtime.api import health, history, publish, views
 
 CHANNEL = r"(?P<channel>[^/]+)"
+HISTORY = r"^apps/(?P<app_id>[^/]+)/channels/(?P<channel>[^/]+)/history"
 
 urlpatterns = [
     re_path(r"^apps/(?P<app_id>[^/]+)/events/?$", publish.events),
@@ -28,5 +29,8 @@ urlpatterns = [
     re_path(r"^operator/stats/?$", health.stats),
     re_path(r"^metrics/?$", health.prometheus_metrics),
     # Durable history (Protocol V2): page, state, reset, purge.
-    path("", include("history.urls")),
+    re_path(rf"{HISTORY}/?$", history.HistoryView.as_view()),
+    re_path(rf"{HISTORY}/state/?$", history.HistoryStateView.as_view()),
+    re_path(rf"{HISTORY}/reset/?$", history.HistoryResetView.as_view()),
+    re_path(rf"{HISTORY}/purge/?$", history.HistoryPurgeView.as_view()),
 ]

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from realtime.api import errors
-from realtime.broadcast import Publication
+from realtime.node.broadcast import Publication
 from realtime.protocol import frames
 from realtime.protocol.channels import validate_name
 

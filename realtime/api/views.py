@@ -1,6 +1,6 @@
 """The Pusher-compatible HTTP API's reads and commands (DRF views). Each view authenticates with the
 Pusher signature, validates, then runs its engine work on the event loop through
-``realtime.bridge.on_loop``. Publishing has async views of its own (``publish.py``)."""
+``realtime.api.bridge.on_loop``. Publishing has async views of its own (``publish.py``)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from realtime import broadcast
 from realtime.api import errors
 from realtime.api.authentication import PusherSignatureAuthentication, read_body
+from realtime.api.bridge import on_loop
+from realtime.api.limits import check_read_request
 from realtime.api.validation import parse_info, parse_json
-from realtime.bridge import on_loop
+from realtime.node import broadcast
 from realtime.protocol import errors as protocol_errors
 from realtime.protocol.channels import kind_of, validate_name
-from realtime.ratelimit.http import check_read_request
 
 
 def json_body(request: HttpRequest) -> Any:

@@ -20,8 +20,8 @@ import redis as redis_sync
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from realtime.cluster.redis_pool import async_client
 from realtime.ratelimit.base import Decision, RateLimiter, RateLimiterUnavailable
-from realtime.redis_pool import async_client
 
 _HIT = """
 local count = redis.call('INCRBY', KEYS[1], ARGV[1])

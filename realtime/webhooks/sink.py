@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 
 from realtime.conf import server_settings
-from realtime.events import EventSink
+from realtime.node.events import EventSink
 from realtime.taskrunner import TaskRunner, get_task_runner
 from realtime.webhooks.config import webhooks_of
 from realtime.webhooks.delivery import deliver
 
 if TYPE_CHECKING:
     from apps_admin.models import App
-    from realtime.engine import Engine
+    from realtime.node.engine import Engine
 
 log = logging.getLogger(__name__)
 

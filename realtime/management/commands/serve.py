@@ -2,8 +2,8 @@
 
 daphne's own CLI listens with a backlog of 50, which refuses bursts of connects; this command sets a
 large backlog, disables daphne's 24 h WebSocket lifetime cap and applies the inbound size limit.
-SIGTERM/SIGINT drain the node gracefully (``realtime.serving``). ``--workers N`` runs N node
-processes on the one port under a supervisor (``realtime.workers``).
+SIGTERM/SIGINT drain the node gracefully (``realtime.server.node``). ``--workers N`` runs N node
+processes on the one port under a supervisor (``realtime.server.workers``).
 """
 
 from __future__ import annotations
@@ -74,8 +74,8 @@ class Command(BaseCommand):
         if workers > 1 and listen_fd is None:
             self._supervise(workers, host, port, backlog)
             return
-        from realtime import daphne_tuning
-        from realtime.serving import NodeServer
+        from realtime.server import tuning as daphne_tuning
+        from realtime.server.node import NodeServer
         from sockudo_project.asgi import application
 
         daphne_tuning.install()
@@ -102,7 +102,7 @@ class Command(BaseCommand):
         ).run()
 
     def _supervise(self, workers: int, host: str, port: int, backlog: int) -> None:
-        from realtime.workers import Supervisor, spread_by_kernel
+        from realtime.server.workers import Supervisor, spread_by_kernel
 
         manage_py = Path(django_settings.BASE_DIR) / "manage.py"
         supervisor = Supervisor(

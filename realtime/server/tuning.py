@@ -25,9 +25,10 @@ from twisted.internet import protocol, reactor
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import http
 
-from realtime import publish_channel, shutdown
 from realtime.conf import server_settings
-from realtime.ratelimit import upgrade as ratelimit_upgrade
+from realtime.node import drain as shutdown
+from realtime.server import http_channel as publish_channel
+from realtime.server import upgrade_limit as ratelimit_upgrade
 
 _original_pformat = autobahn_protocol.pformat
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from realtime.engine import Engine
-    from realtime.outlets import OutFrame
+    from realtime.node.engine import Engine
+    from realtime.server.outlets import OutFrame
 
 
 class AdapterUnavailable(Exception):

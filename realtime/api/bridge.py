@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from asgiref.sync import async_to_sync
 
-from realtime.engine import Engine, get_engine
+from realtime.node.engine import Engine, get_engine
 
 T = TypeVar("T")
 

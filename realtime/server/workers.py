@@ -14,7 +14,7 @@ socket.
 Each worker is a node of the cluster (the Redis adapter; a system check refuses the in-process one),
 with its own node id. Workers write their metrics to a shared prometheus_client multiprocess
 directory (``PROMETHEUS_MULTIPROC_DIR``), so ``/metrics`` on any worker reports all of them.
-SIGTERM/SIGINT to the parent is forwarded to every worker, which drains (``realtime.serving``); a
+SIGTERM/SIGINT to the parent is forwarded to every worker, which drains (``realtime.server.node``); a
 worker that exits on its own is restarted, with a back-off while it keeps failing.
 """
 

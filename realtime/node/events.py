@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from realtime.engine import Engine
+    from realtime.node.engine import Engine
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 from channels.consumer import AsyncConsumer
 
 from apps_admin.managers import get_app_manager
-from realtime.engine import get_engine
+from realtime.node.engine import get_engine
 
 
 class RealtimeConsumer(AsyncConsumer):

@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from realtime.adapters.base import Adapter, AdapterUnavailable, PresenceJoin
+from realtime.cluster.base import Adapter, AdapterUnavailable, PresenceJoin
+from realtime.cluster.redis_pool import async_client
 from realtime.conf import server_settings
-from realtime.outlets import OutFrame
 from realtime.protocol import frames
-from realtime.redis_pool import async_client
+from realtime.server.outlets import OutFrame
 
 if TYPE_CHECKING:
-    from realtime.engine import Engine
+    from realtime.node.engine import Engine
 
 log = logging.getLogger(__name__)
 SEP = "\x1f"

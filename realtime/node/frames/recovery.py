@@ -140,7 +140,7 @@ def resume(engine: Any, conn: Any, frame: Any) -> Any:
         except (TypeError, ValueError):
             raise errors.invalid_format(f"Invalid serial for channel {channel}") from None
         parsed.append((channel, position.get("stream_id"), serial, position.get("last_message_id")))
-    from realtime import v2_history
+    from realtime.node.frames import history as v2_history
 
     for channel, *_ in parsed:  # live frames wait until the channel's replay is done
         if channel in conn.channels:
@@ -149,7 +149,7 @@ def resume(engine: Any, conn: Any, frame: Any) -> Any:
 
 
 async def _resume(engine: Any, conn: Any, parsed: list) -> None:
-    from realtime import v2_history
+    from realtime.node.frames import history as v2_history
 
     try:
         await _replay_all(engine, conn, parsed)
@@ -161,10 +161,10 @@ async def _resume(engine: Any, conn: Any, parsed: list) -> None:
 
 
 async def _replay_all(engine: Any, conn: Any, parsed: list) -> None:
-    from realtime import v2_history
-    from realtime.engine import passes
-    from realtime.outlets import OutFrame
+    from realtime.node.engine import passes
+    from realtime.node.frames import history as v2_history
     from realtime.protocol import frames
+    from realtime.server.outlets import OutFrame
 
     app = conn.app
     _enabled, _ttl, max_size = recovery_settings(app)

@@ -22,8 +22,8 @@ from realtime.conf import server_settings
 
 PROCESSING = "__processing__"
 DRIVERS = {
-    "memory": "realtime.idempotency.MemoryIdempotencyCache",
-    "redis": "realtime.idempotency.RedisIdempotencyCache",
+    "memory": "realtime.api.idempotency.MemoryIdempotencyCache",
+    "redis": "realtime.api.idempotency.RedisIdempotencyCache",
 }
 
 

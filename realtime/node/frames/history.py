@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from realtime.outlets import OutFrame
 from realtime.protocol import errors, frames
+from realtime.server.outlets import OutFrame
 
 if TYPE_CHECKING:
-    from realtime.connection import Connection
-    from realtime.engine import Engine
+    from realtime.node.connection import Connection
+    from realtime.node.engine import Engine
 
 MAX_HISTORY_IN_FLIGHT = 2
 
@@ -123,7 +123,7 @@ async def _rewind(
         raise errors.broadcast_error("history unavailable for rewind") from None
     items = list(reversed(page.items))  # oldest -> newest
     seen = set()
-    from realtime.engine import passes
+    from realtime.node.engine import passes
 
     for item in items:
         seen.add(item.message_id)

@@ -1,7 +1,7 @@
 """The engine of one node: connection lifecycle, frame dispatch, local fan-out and timers.
 
 Runs on the event loop thread only. Consumers are thin (they hand frames here); HTTP views reach it
-through ``realtime.bridge``. Nothing here touches the database.
+through ``realtime.api.bridge``. Nothing here touches the database.
 """
 
 from __future__ import annotations
@@ -16,21 +16,23 @@ from urllib.parse import parse_qs
 
 from django.utils.module_loading import import_string
 
-from realtime import handlers, metrics, recovery, v2_history
 from realtime.conf import adapter_path, server_settings
-from realtime.connection import Connection
-from realtime.events import EventSink, make_sink
-from realtime.origins import origin_allowed
-from realtime.outlets import OutFrame, make_outlet, set_flush_max_delay
+from realtime.node import metrics
+from realtime.node.connection import Connection
+from realtime.node.events import EventSink, make_sink
+from realtime.node.frames import handlers, recovery
+from realtime.node.frames import history as v2_history
+from realtime.node.frames.recovery import HotBuffer, recovery_settings
+from realtime.node.origins import origin_allowed
+from realtime.node.registry import Registry
 from realtime.protocol import errors, frames
 from realtime.protocol.channels import META_PREFIX
 from realtime.protocol.errors import ProtocolError
-from realtime.recovery import HotBuffer, recovery_settings
-from realtime.registry import Registry
+from realtime.server.outlets import OutFrame, make_outlet, set_flush_max_delay
 
 if TYPE_CHECKING:
     from apps_admin.models import App
-    from realtime.adapters.base import Adapter
+    from realtime.cluster.base import Adapter
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class Engine:
         self._sweeper: asyncio.Task | None = None
         self._purger: asyncio.Task | None = None
         self._flusher: asyncio.Task | None = None
-        self.stats = metrics.STATS  # plain counters; realtime.metrics flushes them to Prometheus
+        self.stats = metrics.STATS  # plain counters; realtime.node.metrics flushes them to Prometheus
         self.accepting = True  # False once a graceful shutdown began
         self._system: dict[str, Callable[[Engine, Connection, frames.Frame], Awaitable[None] | None]] = {
             "subscribe": handlers.subscribe,

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from twisted.internet import interfaces, protocol, reactor
 
-from realtime.outlets import plain_tcp, write_through
+from realtime.server.outlets import plain_tcp, write_through
 
 log = logging.getLogger(__name__)
 

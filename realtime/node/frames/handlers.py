@@ -12,18 +12,18 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
-from realtime import v2_history
-from realtime.adapters.base import AdapterUnavailable
+from realtime.cluster.base import AdapterUnavailable
 from realtime.conf import server_settings
-from realtime.outlets import OutFrame
+from realtime.node.frames import history as v2_history
 from realtime.protocol import errors, filters, frames
 from realtime.protocol.channels import META_PREFIX, SERVER_TO_USER_PREFIX, kind_of, validate_name
 from realtime.protocol.errors import ProtocolError
 from realtime.protocol.signatures import channel_string, user_string, verify_auth
+from realtime.server.outlets import OutFrame
 
 if TYPE_CHECKING:
-    from realtime.connection import Connection
-    from realtime.engine import Engine
+    from realtime.node.connection import Connection
+    from realtime.node.engine import Engine
 
 
 # -- subscribe / unsubscribe -------------------------------------------------------------------

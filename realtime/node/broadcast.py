@@ -11,13 +11,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from realtime.outlets import OutFrame
 from realtime.protocol import frames
 from realtime.protocol.channels import SERVER_TO_USER_PREFIX, kind_of
+from realtime.server.outlets import OutFrame
 
 if TYPE_CHECKING:
     from apps_admin.models import App
-    from realtime.engine import Engine
+    from realtime.node.engine import Engine
 
 
 @dataclass(slots=True)
@@ -101,7 +101,7 @@ def history_enabled(app: App, channel: str) -> bool:
 async def write_history(app: App, channel: str, pub: Publication, frame: OutFrame, identity: tuple) -> None:
     from history.records import HistoryRecord
     from history.writer import get_writer
-    from realtime.adapters.base import AdapterUnavailable
+    from realtime.cluster.base import AdapterUnavailable
 
     message_id, stream_id, serial = identity
     record = HistoryRecord(

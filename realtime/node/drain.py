@@ -1,7 +1,7 @@
 """This process's graceful-shutdown state (operations.md §3.2).
 
-Set once, from the SIGTERM/SIGINT handler (``realtime.serving``). While it is set the node drains:
-new WebSocket upgrades are answered ``503`` by the listener (``realtime.daphne_tuning``), ``/up``
+Set once, from the SIGTERM/SIGINT handler (``realtime.server.node``). While it is set the node drains:
+new WebSocket upgrades are answered ``503`` by the listener (``realtime.server.tuning``), ``/up``
 answers ``503 DRAINING`` and the engine admits no new socket. A plain module attribute, because
 the listener reads it on every accepted upgrade.
 """

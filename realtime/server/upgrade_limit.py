@@ -14,10 +14,10 @@ import logging
 from collections.abc import Awaitable
 from functools import lru_cache
 
+from realtime.api.limits import TOO_MANY, Limit, compact_json
 from realtime.conf import server_settings
 from realtime.ratelimit import get_limiter
 from realtime.ratelimit.base import Decision, RateLimiter, RateLimiterUnavailable
-from realtime.ratelimit.http import TOO_MANY, Limit, compact_json
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime.connection import Connection
+from realtime.node.connection import Connection
 
 
 class PresenceMember:

@@ -25,11 +25,11 @@ from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
-from realtime.api.publish_asgi import PublishServer
+from realtime.server.fast_publish import PublishServer
 
 API_PATH_PREFIXES = ("/apps/", "/users/")
 API_MIDDLEWARE = (
-    "realtime.ratelimit.http.APIRateLimitMiddleware",
+    "realtime.api.limits.APIRateLimitMiddleware",
     "realtime.api.metrics_middleware.PrometheusBeforeMiddleware",
     "realtime.api.metrics_middleware.http_api_metrics",
     "realtime.api.metrics_middleware.PrometheusAfterMiddleware",

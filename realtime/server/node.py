@@ -1,7 +1,7 @@
 """One node under daphne: the listening socket and graceful shutdown (operations.md §3.2).
 
 ``NodeServer`` listens on daphne endpoint strings, or adopts already-listening sockets handed down
-by ``serve --workers`` (``realtime.workers``). On SIGTERM or SIGINT it drains instead of stopping at
+by ``serve --workers`` (``realtime.server.workers``). On SIGTERM or SIGINT it drains instead of stopping at
 once: the node is marked draining (new WebSocket upgrades get 503, ``/up`` answers DRAINING), every
 local socket is closed with 4200 "Server shutting down" (clients reconnect at once, to another
 node), the presence leaves and the adapter's cluster cleanup run (``Engine.shutdown``), and the
@@ -22,10 +22,11 @@ from typing import Any
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor
 
-from realtime import metrics, shutdown
 from realtime.conf import server_settings
-from realtime.daphne_tuning import TunedServer
-from realtime.engine import current_engine
+from realtime.node import drain as shutdown
+from realtime.node import metrics
+from realtime.node.engine import current_engine
+from realtime.server.tuning import TunedServer
 
 log = logging.getLogger(__name__)
 

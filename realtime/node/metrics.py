@@ -29,7 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from realtime.protocol.channels import kind_of
 
 if TYPE_CHECKING:
-    from realtime.engine import Engine
+    from realtime.node.engine import Engine
 
 log = logging.getLogger(__name__)
 

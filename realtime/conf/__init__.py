@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sockudo_project.env import env_bool, env_int, env_str
+from realtime.conf.env import env_bool, env_int, env_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,8 +301,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _ADAPTERS = {
-    "local": "realtime.adapters.local.LocalAdapter",
-    "redis": "realtime.adapters.redis.RedisAdapter",
+    "local": "realtime.cluster.local.LocalAdapter",
+    "redis": "realtime.cluster.redis.RedisAdapter",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from realtime.consumers import RealtimeConsumer
+from realtime.websocket.consumer import RealtimeConsumer
 
 APP_PATH = re.compile(r"^(?:.*/)?app/([^/]+)/?$")
 

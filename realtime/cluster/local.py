@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime.adapters.base import Adapter, PresenceJoin
-from realtime.outlets import OutFrame
+from realtime.cluster.base import Adapter, PresenceJoin
+from realtime.server.outlets import OutFrame
 
 
 class LocalAdapter(Adapter):

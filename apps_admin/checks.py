@@ -12,6 +12,7 @@ from django.core.checks import Error, Tags, Warning, register
 from django.db import DatabaseError
 from django.utils.module_loading import import_string
 
+from apps_admin.managers import DRIVERS, get_app_manager
 from realtime.conf import server_settings
 
 # Origin values that let every site open a socket (matching is case-insensitive).
@@ -19,15 +20,13 @@ WILDCARD_ORIGINS = {"*", "any"}
 
 
 def _driver_path(driver: str) -> str:
-    from apps_admin.managers import DRIVERS
 
     return DRIVERS.get(driver, driver)
 
 
 @register(Tags.compatibility)
 def check_app_manager_driver(app_configs=None, **kwargs) -> list:
-    driver = server_settings()["APP_MANAGER_DRIVER"]
-    from apps_admin.managers import DRIVERS
+    driver = server_settings().APP_MANAGER_DRIVER
 
     try:
         import_string(_driver_path(driver))
@@ -44,10 +43,9 @@ def check_app_manager_driver(app_configs=None, **kwargs) -> list:
 
 @register(Tags.security)
 def check_apps(app_configs=None, **kwargs) -> list:
-    from apps_admin.managers import get_app_manager
 
     try:
-        import_string(_driver_path(server_settings()["APP_MANAGER_DRIVER"]))
+        import_string(_driver_path(server_settings().APP_MANAGER_DRIVER))
     except ImportError:
         return []  # reported by check_app_manager_driver
     try:

@@ -3,12 +3,12 @@
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from apps_admin.managers import get_app_manager
 from apps_admin.models import App
 
 
 @receiver(post_save, sender=App)
 @receiver(post_delete, sender=App)
 def _invalidate(**_kwargs) -> None:
-    from apps_admin.managers import get_app_manager
 
     get_app_manager().invalidate()

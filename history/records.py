@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class Position(NamedTuple):
+    """A point of a channel's stream: the message with ``serial`` (0 = before the first message)."""
+
+    stream_id: str
+    serial: int
 
 
 @dataclass(frozen=True, slots=True)

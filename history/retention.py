@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from apps_admin.managers import get_app_manager
+from history.policy import retention
 from history.records import Retention
+from history.store import get_store
+from realtime.conf import server_settings
 
 log = logging.getLogger(__name__)
 
 
 def retention_for(app_id: str, channel: str) -> Retention | None:
     """The channel's retention, from its app (None for an app that no longer exists: kept as is)."""
-    from apps_admin.managers import get_app_manager
-    from history.policy import retention
 
     app = get_app_manager().load_by_id(app_id)
     return None if app is None else retention(app, channel)
@@ -22,7 +24,6 @@ def retention_for(app_id: str, channel: str) -> Retention | None:
 
 def purge_once(store=None) -> int:
     """One retention pass (blocking); returns the number of rows deleted."""
-    from history.store import get_store
 
     return (store or get_store()).purge_expired(retention_for)
 
@@ -31,9 +32,7 @@ async def purge_forever(interval: float | None = None, store=None) -> None:
     """Run retention passes until cancelled (start it as a background task of the server)."""
     from asgiref.sync import sync_to_async
 
-    from realtime.conf import server_settings
-
-    interval = float(interval or server_settings()["HISTORY_PURGE_INTERVAL_SECONDS"])
+    interval = float(interval or server_settings().HISTORY_PURGE_INTERVAL_SECONDS)
     while True:
         await asyncio.sleep(interval)
         try:

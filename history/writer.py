@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from history.records import HistoryRecord
+from history.store import get_store
+from realtime.conf import server_settings
 
 log = logging.getLogger(__name__)
 
@@ -194,16 +196,13 @@ def get_writer() -> GroupCommitWriter:
     """The process-wide writer over ``history.store.get_store()``."""
     global _writer
     if _writer is None:
-        from history.store import get_store
-        from realtime.conf import server_settings
-
         s = server_settings()
         with _singleton_lock:
             if _writer is None:
                 _writer = GroupCommitWriter(
                     get_store(),
-                    max_batch=s["HISTORY_WRITER_MAX_BATCH"],
-                    max_delay_ms=s["HISTORY_WRITER_MAX_DELAY_MS"],
-                    capacity=s["HISTORY_WRITER_QUEUE_CAPACITY"],
+                    max_batch=s.HISTORY_WRITER_MAX_BATCH,
+                    max_delay_ms=s.HISTORY_WRITER_MAX_DELAY_MS,
+                    capacity=s.HISTORY_WRITER_QUEUE_CAPACITY,
                 )
     return _writer

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.core.checks import Error, Tags, register
 from django.utils.module_loading import import_string
 
+from realtime.cluster.local import LocalAdapter
 from realtime.conf import adapter_path, server_settings
 
 # ``serve --workers N`` sets this before the checks run, so the flag counts like SOCKUDO_WORKERS.
@@ -19,11 +20,10 @@ workers_override: int | None = None
 def configured_workers() -> int:
     if workers_override is not None:
         return workers_override
-    return int(server_settings()["SOCKUDO_WORKERS"])
+    return int(server_settings().SOCKUDO_WORKERS)
 
 
 def _in_process(driver: str) -> bool:
-    from realtime.cluster.local import LocalAdapter
 
     try:
         cls = import_string(adapter_path(driver))
@@ -35,7 +35,7 @@ def _in_process(driver: str) -> bool:
 @register(Tags.compatibility)
 def check_adapter_and_workers(app_configs=None, **kwargs) -> list:
     workers = configured_workers()
-    driver = server_settings()["ADAPTER_DRIVER"]
+    driver = server_settings().ADAPTER_DRIVER
     if workers > 1 and _in_process(driver):
         return [
             Error(

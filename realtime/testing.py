@@ -15,31 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
-from realtime.protocol.signatures import md5_hex, sign_api_request, sign_channel, sign_user
+from realtime.protocol.signatures import sign_channel, sign_user, signed_query
+
+__all__ = ["LiveServer", "PusherClient", "call_asgi", "free_port", "signed_query"]
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def signed_query(
-    method: str,
-    path: str,
-    key: str,
-    secret: str,
-    body: bytes = b"",
-    params: dict[str, str] | None = None,
-    timestamp: int | None = None,
-) -> str:
-    """The query string of a Pusher-signed API request (``auth_*`` plus ``params``)."""
-    query = dict(params or {})
-    query.update(
-        {"auth_key": key, "auth_timestamp": str(timestamp or int(time.time())), "auth_version": "1.0"}
-    )
-    if method.upper() == "POST":
-        query["body_md5"] = md5_hex(body)
-    query["auth_signature"] = sign_api_request(secret, method, path, query)
-    return urlencode(query)
 
 
 class PusherClient:

@@ -9,10 +9,12 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
-from realtime.server.api_handler import APIHandler, is_api_path  # noqa: E402
+from realtime import server  # noqa: E402
+from realtime.api.urls import is_api_path  # noqa: E402
 from realtime.websocket.routing import websocket_application  # noqa: E402
 
-api_asgi_app = APIHandler()
+server.install_transport()
+api_asgi_app = server.api_application(django_asgi_app)
 
 
 def application(scope, receive, send):

@@ -20,10 +20,10 @@ app = Celery("sockudo_project")
 
 _settings = server_settings()
 app.conf.update(
-    broker_url=_settings["CELERY_BROKER_URL"] or None,
+    broker_url=_settings.CELERY_BROKER_URL or None,
     broker_connection_retry_on_startup=True,
     # Webhook tasks go to their own queue, so workers can be dedicated to it (``-Q webhooks``).
-    task_routes={"sockudo.webhooks.*": {"queue": _settings["WEBHOOK_QUEUE"]}},
+    task_routes={"sockudo.webhooks.*": {"queue": _settings.WEBHOOK_QUEUE}},
     task_ignore_result=True,
     # At least once: a task is acknowledged after it ran, so a worker killed mid-delivery leaves
     # it to another worker (receivers are idempotent by contract, webhooks.md §1).

@@ -108,6 +108,9 @@ REST_FRAMEWORK = {
 # Server-wide realtime settings (realtime/conf.py lists every variable and its default).
 SOCKUDO = from_environ()
 
+# The Celery app that runs webhook (and push) deliveries when CELERY_BROKER_URL is set.
+CELERY_APP = "sockudo_project.celery.app"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

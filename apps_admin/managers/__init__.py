@@ -18,9 +18,9 @@ DRIVERS = {
 @lru_cache(maxsize=1)
 def get_app_manager() -> AppManager:
     """The process-wide app manager (drivers hold the in-process cache)."""
-    driver = server_settings()["APP_MANAGER_DRIVER"]
+    driver = server_settings().APP_MANAGER_DRIVER
     cls = import_string(DRIVERS.get(driver, driver))
-    return cls(ttl=server_settings()["APP_MANAGER_CACHE_TTL"])
+    return cls(ttl=server_settings().APP_MANAGER_CACHE_TTL)
 
 
 __all__ = ["AppManager", "get_app_manager"]

@@ -11,6 +11,8 @@ import threading
 from django.utils.module_loading import import_string
 
 from history.sequencer.base import HeadLoader, Position, Sequencer, new_stream_id
+from history.store import get_store
+from realtime.conf import server_settings
 
 __all__ = ["HeadLoader", "Position", "Sequencer", "get_sequencer", "new_stream_id", "sequencer_path"]
 
@@ -30,7 +32,6 @@ def sequencer_path(settings: dict) -> str:
 
 async def durable_head(app_id: str, channel: str) -> Position | None:
     """The default head loader: the history store's durable head of the channel."""
-    from history.store import get_store
 
     return await get_store().ahead(app_id, channel)
 
@@ -39,8 +40,6 @@ def get_sequencer() -> Sequencer:
     """The process-wide sequencer, seeded from the history store on each channel's first use."""
     global _sequencer
     if _sequencer is None:
-        from realtime.conf import server_settings
-
         with _lock:
             if _sequencer is None:
                 _sequencer = import_string(sequencer_path(server_settings()))(head_loader=durable_head)

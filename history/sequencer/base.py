@@ -19,15 +19,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
 
-
-class Position(NamedTuple):
-    """A point of a channel's stream: the message with ``serial`` (0 = before the first message)."""
-
-    stream_id: str
-    serial: int
-
+from history.records import Position
 
 # ``async (app_id, channel) -> Position | None``: the durable head (newest serial ever written to the
 # current durable stream), or None when the channel has no durable stream.

@@ -17,6 +17,7 @@ from typing import Any
 
 from history.sequencer.base import HeadLoader, Position, Sequencer, new_stream_id
 from realtime.cluster.redis_pool import async_client
+from realtime.conf import server_settings
 
 # KEYS[1] = the channel's hash. ARGV[1] = '1' to take the next serial, '0' to read the head;
 # ARGV[2], ARGV[3] (optional) = stream id and head serial to start from when the hash is missing.
@@ -44,11 +45,9 @@ class RedisSequencer(Sequencer):
     ) -> None:
         super().__init__(head_loader)
         if url is None or prefix is None:
-            from realtime.conf import server_settings
-
             s = server_settings()
-            url = s["REDIS_URL"] if url is None else url
-            prefix = s["REDIS_PREFIX"] if prefix is None else prefix
+            url = s.REDIS_URL if url is None else url
+            prefix = s.REDIS_PREFIX if prefix is None else prefix
         self.url = url
         self.prefix = prefix
         # redis.asyncio connections belong to the loop that opened them: one client per loop.

@@ -8,6 +8,7 @@ import threading
 from django.utils.module_loading import import_string
 
 from history.store.base import ColdRange, HistoryPage, HistoryStore
+from realtime.conf import server_settings
 
 __all__ = ["ColdRange", "HistoryPage", "HistoryStore", "get_store", "store_path"]
 
@@ -28,9 +29,7 @@ def get_store() -> HistoryStore:
     """The process-wide store."""
     global _store
     if _store is None:
-        from realtime.conf import server_settings
-
         with _lock:
             if _store is None:
-                _store = import_string(store_path(server_settings()["HISTORY_STORE_DRIVER"]))()
+                _store = import_string(store_path(server_settings().HISTORY_STORE_DRIVER))()
     return _store

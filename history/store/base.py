@@ -33,6 +33,7 @@ from asgiref.sync import sync_to_async
 from history.query import HistoryQuery, InvalidQuery, encode_cursor
 from history.records import (
     HistoryRecord,
+    Position,
     PurgeResult,
     ResetResult,
     Retained,
@@ -40,7 +41,6 @@ from history.records import (
     StoredMessage,
     StreamInfo,
 )
-from history.sequencer.base import Position
 
 HEALTHY = "healthy"
 DEGRADED = "degraded"

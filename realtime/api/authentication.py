@@ -75,7 +75,7 @@ def verify_signature(request, app, params: dict[str, str]) -> Any:
         timestamp = int(params.get("auth_timestamp", ""))
     except ValueError:
         raise errors.auth_failed("auth_timestamp must be an integer") from None
-    if abs(int(time.time()) - timestamp) > server_settings()["HTTP_API_TIMESTAMP_SKEW"]:
+    if abs(int(time.time()) - timestamp) > server_settings().HTTP_API_TIMESTAMP_SKEW:
         raise errors.auth_failed("Timestamp expired or too far in the future")
     body_md5 = params.get("body_md5")
     method = request.method.upper()
@@ -120,7 +120,7 @@ def _raw_path(request) -> str:
 
 def read_body(request) -> bytes:
     """The raw body, refused with 413 past the configured limit."""
-    limit = server_settings()["HTTP_API_REQUEST_LIMIT_IN_MB"] * 1024 * 1024
+    limit = server_settings().HTTP_API_REQUEST_LIMIT_IN_MB * 1024 * 1024
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:

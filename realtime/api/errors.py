@@ -9,6 +9,8 @@ import logging
 from rest_framework import exceptions
 from rest_framework.response import Response
 
+from realtime.cluster.base import AdapterUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -84,7 +86,6 @@ _DRF_CODES = {
 
 def envelope(exc: Exception) -> tuple[int, dict, dict[str, str]]:
     """(status, body, headers) of any API error, expected or not; 5xx never leak details."""
-    from realtime.cluster.base import AdapterUnavailable
 
     if isinstance(exc, AdapterUnavailable):
         exc = service_unavailable("The cluster backend is unavailable; nothing was published")

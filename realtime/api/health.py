@@ -11,44 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse, JsonResponse
 
 from apps_admin.managers import get_app_manager
+from history.writer import get_writer
 from realtime.conf import server_settings
 from realtime.node import drain as shutdown
 from realtime.node import metrics
 from realtime.node.engine import current_engine, get_engine
+from realtime.node.health import CHECKS, HealthCheck
 
 if TYPE_CHECKING:
     from realtime.node.engine import Engine
     from realtime.node.registry import AppState
 
 log = logging.getLogger(__name__)
-
-
-# -- readiness checks ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class HealthCheck:
-    """One dependency of ``/up``. A failing critical check makes ``/up`` answer 503 ``ERROR``; a
-    failing non-critical one (e.g. the webhook queue) only ``DEGRADED`` with 200."""
-
-    name: str
-    run: Callable[[Engine], Awaitable[bool]]
-    critical: bool = True
-
-
-CHECKS: list[HealthCheck] = [HealthCheck("adapter", lambda engine: engine.adapter.check())]
-
-
-def register_check(name: str, run: Callable[[Engine], Awaitable[bool]], critical: bool = False) -> None:
-    """Add a dependency to ``/up`` (replacing one of the same name); ``run`` returns True when healthy."""
-    CHECKS[:] = [check for check in CHECKS if check.name != name]
-    CHECKS.append(HealthCheck(name, run, critical))
 
 
 def _plain(status: int, body: str) -> HttpResponse:
@@ -76,7 +57,7 @@ def live(request) -> HttpResponse:
 async def up(request, app_id: str | None = None) -> HttpResponse:
     if shutdown.draining:
         return _plain(503, "DRAINING")
-    timeout = server_settings()["HEALTH_CHECK_TIMEOUT_MS"] / 1000
+    timeout = server_settings().HEALTH_CHECK_TIMEOUT_MS / 1000
     manager = get_app_manager()
     try:
         if app_id is not None:
@@ -138,15 +119,13 @@ def _store_section() -> dict[str, Any]:
 
 def _history_section() -> dict[str, Any]:
     """Durable history: on or off by default, and the group-commit writer's batch figures."""
-    from history.writer import get_writer
-    from realtime.conf import server_settings
 
     settings = server_settings()
     writer = get_writer().stats()
     return {
         **_store_section(),
-        "enabled": bool(settings["HISTORY_ENABLED"]),
-        "backend": settings["HISTORY_STORE_DRIVER"],
+        "enabled": bool(settings.HISTORY_ENABLED),
+        "backend": settings.HISTORY_STORE_DRIVER,
         "queue_depth": writer["queue_depth"],
         "writer": writer,
     }
@@ -213,13 +192,13 @@ def node_stats(engine: Engine) -> dict[str, Any]:
 
 
 async def usage(request) -> HttpResponse:
-    if not server_settings()["HTTP_API_USAGE_ENABLED"]:
+    if not server_settings().HTTP_API_USAGE_ENABLED:
         return _not_found()
     return JsonResponse({"memory": host_memory()})
 
 
 async def stats(request) -> HttpResponse:
-    if not server_settings()["HTTP_API_USAGE_ENABLED"]:
+    if not server_settings().HTTP_API_USAGE_ENABLED:
         return _not_found()
     return JsonResponse(node_stats(await get_engine()))
 
@@ -228,7 +207,7 @@ async def stats(request) -> HttpResponse:
 async def prometheus_metrics(request) -> HttpResponse:
     """django-prometheus's HTTP/DB series and the realtime series; with ``serve --workers`` every
     worker's (prometheus_client multiprocess mode)."""
-    if not server_settings()["METRICS_ENABLED"]:
+    if not server_settings().METRICS_ENABLED:
         return HttpResponse(metrics.DISABLED_BODY, content_type=metrics.CONTENT_TYPE)
     metrics.flush(current_engine())
     body = await sync_to_async(metrics.render, thread_sensitive=False)()

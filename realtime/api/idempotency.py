@@ -94,8 +94,8 @@ class RedisIdempotencyCache(IdempotencyCache):
         import redis
 
         s = server_settings()
-        self.prefix = s["REDIS_PREFIX"] + "idem:"
-        self.client = redis.Redis.from_url(s["REDIS_URL"], decode_responses=True, socket_timeout=2)
+        self.prefix = s.REDIS_PREFIX + "idem:"
+        self.client = redis.Redis.from_url(s.REDIS_URL, decode_responses=True, socket_timeout=2)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         import redis
@@ -124,7 +124,7 @@ class RedisIdempotencyCache(IdempotencyCache):
 def get_cache() -> IdempotencyCache:
     """The redis driver whenever the cluster adapter is on (claims must be shared), else memory."""
     s = server_settings()
-    driver = "redis" if s["ADAPTER_DRIVER"] == "redis" else "memory"
+    driver = "redis" if s.ADAPTER_DRIVER == "redis" else "memory"
     return import_string(DRIVERS[driver])()
 
 
@@ -132,6 +132,6 @@ def settings_for(app: Any) -> tuple[bool, int]:
     """(enabled, ttl seconds): the app's ``idempotency`` override, else the server default."""
     s = server_settings()
     override = getattr(app, "idempotency", None) or {}
-    enabled = bool(override.get("enabled", s["IDEMPOTENCY_ENABLED"]))
-    ttl = int(override.get("ttl_seconds") or s["IDEMPOTENCY_TTL_SECONDS"])
+    enabled = bool(override.get("enabled", s.IDEMPOTENCY_ENABLED))
+    ttl = int(override.get("ttl_seconds") or s.IDEMPOTENCY_TTL_SECONDS)
     return enabled, ttl

@@ -24,6 +24,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse
 
+from realtime.api import errors
 from realtime.conf import server_settings
 from realtime.ratelimit import client_ip, get_limiter
 from realtime.ratelimit.base import Decision, RateLimiterUnavailable
@@ -48,18 +49,18 @@ class Limit:
     def api(cls, settings: dict[str, Any]) -> Limit:
         return cls(
             "api",
-            settings["RATE_LIMITER_API_MAX_REQUESTS"],
-            settings["RATE_LIMITER_API_WINDOW_SECONDS"],
-            settings["RATE_LIMITER_TRUST_HOPS"],
+            settings.RATE_LIMITER_API_MAX_REQUESTS,
+            settings.RATE_LIMITER_API_WINDOW_SECONDS,
+            settings.RATE_LIMITER_TRUST_HOPS,
         )
 
     @classmethod
     def websocket(cls, settings: dict[str, Any]) -> Limit:
         return cls(
             "websocket_connect",
-            settings["RATE_LIMITER_WS_MAX_REQUESTS"],
-            settings["RATE_LIMITER_WS_WINDOW_SECONDS"],
-            settings["RATE_LIMITER_TRUST_HOPS"],
+            settings.RATE_LIMITER_WS_MAX_REQUESTS,
+            settings.RATE_LIMITER_WS_WINDOW_SECONDS,
+            settings.RATE_LIMITER_TRUST_HOPS,
         )
 
     def key(self, peer: str | None, forwarded_for: str | None, real_ip: str | None) -> str:
@@ -98,7 +99,7 @@ class APIRateLimitMiddleware:
 
     def __init__(self, get_response: Any) -> None:
         settings = server_settings()
-        if not settings["RATE_LIMITER_ENABLED"]:
+        if not settings.RATE_LIMITER_ENABLED:
             raise MiddlewareNotUsed
         self.get_response = get_response
         self.limit = Limit.api(settings)
@@ -152,7 +153,6 @@ def _with_headers(response: HttpResponse, decision: Decision) -> HttpResponse:
 async def acheck_backend_events(app: Any, events: int) -> None:
     """Count ``events`` published through the API against the app's ``max_backend_events_per_second``
     (on the event loop: the counter store is asked without blocking it)."""
-    from realtime.api import errors
 
     limit = getattr(app, "max_backend_events_per_second", None)
     if not limit:
@@ -185,7 +185,6 @@ def _check(key: str, limit: int, cost: int, what: str) -> None:
 
 
 def _refuse_unless_allowed(decision: Decision, limit: int, what: str) -> None:
-    from realtime.api import errors
 
     if not decision.allowed:
         raise errors.rate_limited(
@@ -194,6 +193,5 @@ def _refuse_unless_allowed(decision: Decision, limit: int, what: str) -> None:
 
 
 def _unavailable() -> Exception:
-    from realtime.api import errors
 
     return errors.service_unavailable("Rate limiter backend unavailable.")

@@ -2,6 +2,13 @@ from django.urls import re_path
 
 from realtime.api import health, history, publish, views
 
+API_PATH_PREFIXES = ("/apps/", "/users/")  # the Pusher-signed API; everything else is the site
+
+
+def is_api_path(path: str) -> bool:
+    return path.startswith(API_PATH_PREFIXES)
+
+
 CHANNEL = r"(?P<channel>[^/]+)"
 HISTORY = r"^apps/(?P<app_id>[^/]+)/channels/(?P<channel>[^/]+)/history"
 

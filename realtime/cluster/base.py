@@ -12,12 +12,11 @@ Guarantees every driver gives:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from realtime.node.engine import Engine
-    from realtime.server.outlets import OutFrame
+from realtime.protocol.outframe import OutFrame
 
 
 class AdapterUnavailable(Exception):
@@ -31,10 +30,44 @@ class PresenceJoin:
     members: dict[str, Any]  # user id -> user_info, after the join
 
 
+class LocalState(Protocol):
+    """What a driver may read of the node's own sockets (to count them and re-publish them)."""
+
+    apps: Mapping[str, Any]  # app id -> its channels, presence members and connections
+
+    def subscribers(self, app_id: str, channel: str) -> Mapping[Any, None] | None: ...
+
+    def members(self, app_id: str, channel: str) -> Mapping[str, Any]: ...
+
+    def app_connection_count(self, app_id: str) -> int: ...
+
+
+class Node(Protocol):
+    """The callbacks a driver makes into its node (the engine implements them); a driver never
+    imports the engine itself."""
+
+    registry: LocalState
+
+    def deliver_local(
+        self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None = None
+    ) -> int: ...
+
+    def deliver_to_user(self, app_id: str, user_id: str, frame: OutFrame) -> None: ...
+
+    def close_user(self, app_id: str, user_id: str, code: int, reason: str) -> int: ...
+
+    def remember_remote(self, app_id: str, channel: str, frame: OutFrame) -> None:
+        """A message with identity published on another node (for this node's replay buffer)."""
+
+    def cluster_count_changed(self, app_id: str, channel: str, before: int, after: int) -> None: ...
+
+    def member_left_cluster(self, app_id: str, channel: str, user_id: str) -> None: ...
+
+
 class Adapter:
     healthy = True
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Node) -> None:
         self.engine = engine
 
     async def start(self) -> None:

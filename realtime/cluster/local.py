@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime.cluster.base import Adapter, PresenceJoin
-from realtime.server.outlets import OutFrame
+from realtime.cluster.base import Adapter, Node, PresenceJoin
+from realtime.protocol.outframe import OutFrame
 
 
 class LocalAdapter(Adapter):
@@ -20,7 +20,7 @@ class LocalAdapter(Adapter):
     def terminate_user(self, app_id: str, user_id: str, code: int, reason: str) -> None:
         self.engine.close_user(app_id, user_id, code, reason)
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: Node) -> None:
         super().__init__(engine)
         self._counts: dict[tuple[str, str], int] = {}
 

@@ -21,18 +21,15 @@ import json
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis.exceptions import RedisError
 
-from realtime.cluster.base import Adapter, AdapterUnavailable, PresenceJoin
+from realtime.cluster.base import Adapter, AdapterUnavailable, Node, PresenceJoin
 from realtime.cluster.redis_pool import async_client
 from realtime.conf import server_settings
 from realtime.protocol import frames
-from realtime.server.outlets import OutFrame
-
-if TYPE_CHECKING:
-    from realtime.node.engine import Engine
+from realtime.protocol.outframe import OutFrame
 
 log = logging.getLogger(__name__)
 SEP = "\x1f"
@@ -94,15 +91,15 @@ return {before, total}
 
 
 class RedisAdapter(Adapter):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Node) -> None:
         super().__init__(engine)
         s = server_settings()
-        self.url = s["REDIS_URL"]
-        self.prefix = s["REDIS_PREFIX"]
-        self.node_id = s["INSTANCE_PROCESS_ID"] or uuid.uuid4().hex[:16]
-        self.heartbeat_interval = s["CLUSTER_HEALTH_HEARTBEAT_INTERVAL_MS"] / 1000
-        self.node_timeout = s["CLUSTER_HEALTH_NODE_TIMEOUT_MS"] / 1000
-        self.cleanup_interval = s["CLUSTER_HEALTH_CLEANUP_INTERVAL_MS"] / 1000
+        self.url = s.REDIS_URL
+        self.prefix = s.REDIS_PREFIX
+        self.node_id = s.INSTANCE_PROCESS_ID or uuid.uuid4().hex[:16]
+        self.heartbeat_interval = s.CLUSTER_HEALTH_HEARTBEAT_INTERVAL_MS / 1000
+        self.node_timeout = s.CLUSTER_HEALTH_NODE_TIMEOUT_MS / 1000
+        self.cleanup_interval = s.CLUSTER_HEALTH_CLEANUP_INTERVAL_MS / 1000
         self.redis = async_client(self.url, decode_responses=True, health_check_interval=10)
         self.topic = f"{self.prefix}#broadcast"
         # Every message this node sends starts like this (``_envelope`` puts the node id first).

@@ -11,9 +11,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from history.policy import history_enabled as enabled
+from history.records import HistoryRecord
+from history.writer import get_writer
+from realtime.cluster.base import AdapterUnavailable
 from realtime.protocol import frames
 from realtime.protocol.channels import SERVER_TO_USER_PREFIX, kind_of
-from realtime.server.outlets import OutFrame
+from realtime.protocol.outframe import OutFrame
 
 if TYPE_CHECKING:
     from apps_admin.models import App
@@ -93,15 +97,11 @@ async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[
 
 
 def history_enabled(app: App, channel: str) -> bool:
-    from history.policy import history_enabled as enabled
 
     return enabled(app, channel)
 
 
 async def write_history(app: App, channel: str, pub: Publication, frame: OutFrame, identity: tuple) -> None:
-    from history.records import HistoryRecord
-    from history.writer import get_writer
-    from realtime.cluster.base import AdapterUnavailable
 
     message_id, stream_id, serial = identity
     record = HistoryRecord(

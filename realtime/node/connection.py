@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from apps_admin.models import App
-    from realtime.server.outlets import Outlet
+    from realtime.node.outlet import Outlet
 
 # Socket ids are identifiers, not secrets (a channel auth signs them with the app secret), so a
 # fast generator seeded from the OS is enough; SystemRandom cost 3 % of a connect.

@@ -16,25 +16,47 @@ from urllib.parse import parse_qs
 
 from django.utils.module_loading import import_string
 
+from history.policy import history_enabled
+from history.sequencer import get_sequencer
 from realtime.conf import adapter_path, server_settings
+from realtime.node import frames as handlers
 from realtime.node import metrics
 from realtime.node.connection import Connection
 from realtime.node.events import EventSink, make_sink
-from realtime.node.frames import handlers, recovery
-from realtime.node.frames import history as v2_history
-from realtime.node.frames.recovery import HotBuffer, recovery_settings
+from realtime.node.hotbuffer import HotBuffer, recovery_settings
+from realtime.node.matching import passes, wildcard_matches
 from realtime.node.origins import origin_allowed
+from realtime.node.outlet import make_outlet
 from realtime.node.registry import Registry
 from realtime.protocol import errors, frames
 from realtime.protocol.channels import META_PREFIX
 from realtime.protocol.errors import ProtocolError
-from realtime.server.outlets import OutFrame, make_outlet, set_flush_max_delay
+from realtime.protocol.outframe import OutFrame
 
 if TYPE_CHECKING:
     from apps_admin.models import App
     from realtime.cluster.base import Adapter
 
 log = logging.getLogger(__name__)
+
+
+def _no_app(app_id: str) -> App | None:
+    return None
+
+
+# How the node reaches what lives outside it, set once by the Django app config (``realtime.apps``):
+# the node never imports the app store or the ORM itself.
+find_cached_app: Callable[[str], App | None] = _no_app  # an app by id from the in-process cache
+SERVICES: list[Callable[[], Awaitable[None]]] = []  # long-running tasks of the node (history retention)
+
+
+def configure(
+    *, find_app: Callable[[str], App | None], services: list[Callable[[], Awaitable[None]]]
+) -> None:
+    global find_cached_app
+    find_cached_app = find_app
+    SERVICES[:] = services
+
 
 SUPPORTED_V1 = (5, 6, 7)
 
@@ -43,19 +65,18 @@ class Engine:
     def __init__(self) -> None:
         s = server_settings()
         self.registry = Registry()
-        self.adapter: Adapter = import_string(adapter_path(s["ADAPTER_DRIVER"]))(self)
-        self.activity_timeout = int(s["ACTIVITY_TIMEOUT"])
-        self.pong_timeout = float(s["PONG_TIMEOUT"])
-        self.max_payload = int(s["WEBSOCKET_MAX_PAYLOAD_KB"]) * 1024
-        self.max_connections = int(s["SOCKUDO_MAX_CONNECTIONS"])
-        self.user_auth_timeout = float(s["USER_AUTHENTICATION_TIMEOUT"])
-        self.cache_ttl = float(s["CACHE_CHANNEL_TTL"])
-        self.presence_v2_lease = float(s["PRESENCE_V2_UNGRACEFUL_TIMEOUT_SECONDS"])
-        self.watchlist_max = int(s["WATCHLIST_MAX_SIZE"])
-        self.sweep_interval = float(s["HEARTBEAT_SWEEP_INTERVAL"])
-        self.count_interval = float(s["SUBSCRIPTION_COUNT_INTERVAL"])
-        self.outlet_limits = (int(s["WEBSOCKET_MAX_BUFFER_KB"]) * 1024, int(s["WEBSOCKET_MAX_MESSAGES"]))
-        set_flush_max_delay(int(s["WEBSOCKET_FLUSH_MAX_DELAY_MS"]) / 1000)
+        self.adapter: Adapter = import_string(adapter_path(s.ADAPTER_DRIVER))(self)
+        self.activity_timeout = int(s.ACTIVITY_TIMEOUT)
+        self.pong_timeout = float(s.PONG_TIMEOUT)
+        self.max_payload = int(s.WEBSOCKET_MAX_PAYLOAD_KB) * 1024
+        self.max_connections = int(s.SOCKUDO_MAX_CONNECTIONS)
+        self.user_auth_timeout = float(s.USER_AUTHENTICATION_TIMEOUT)
+        self.cache_ttl = float(s.CACHE_CHANNEL_TTL)
+        self.presence_v2_lease = float(s.PRESENCE_V2_UNGRACEFUL_TIMEOUT_SECONDS)
+        self.watchlist_max = int(s.WATCHLIST_MAX_SIZE)
+        self.sweep_interval = float(s.HEARTBEAT_SWEEP_INTERVAL)
+        self.count_interval = float(s.SUBSCRIPTION_COUNT_INTERVAL)
+        self.outlet_limits = (int(s.WEBSOCKET_MAX_BUFFER_KB) * 1024, int(s.WEBSOCKET_MAX_MESSAGES))
         self.cache: dict[tuple[str, str], tuple[str, float]] = {}
         self._count_pending: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._count_last: dict[tuple[str, str], float] = {}
@@ -65,36 +86,25 @@ class Engine:
         self.hot = HotBuffer()
         self._sequencer: Any = None
         self._sweeper: asyncio.Task | None = None
-        self._purger: asyncio.Task | None = None
+        self._services: list[asyncio.Task] = []
         self._flusher: asyncio.Task | None = None
         self.stats = metrics.STATS  # plain counters; realtime.node.metrics flushes them to Prometheus
         self.accepting = True  # False once a graceful shutdown began
-        self._system: dict[str, Callable[[Engine, Connection, frames.Frame], Awaitable[None] | None]] = {
-            "subscribe": handlers.subscribe,
-            "unsubscribe": handlers.unsubscribe,
-            "ping": handlers.ping,
-            "pong": handlers.pong,
-            "signin": handlers.signin,
-            "presence_update": handlers.presence_update,
-            "resume": recovery.resume,
-            "channel_history": v2_history.channel_history,
-        }
+        self._system = handlers.SYSTEM_FRAMES
 
     async def start(self) -> None:
         await self.adapter.start()
         loop = asyncio.get_running_loop()
         self._sweeper = loop.create_task(self._sweep_forever())
-        from history.retention import purge_forever
-
-        self._purger = loop.create_task(purge_forever())
+        self._services = [loop.create_task(service()) for service in SERVICES]
         if metrics.MULTIPROCESS:
             self._flusher = loop.create_task(metrics.flush_forever(self))
 
     async def stop(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
-        if self._purger:
-            self._purger.cancel()
+        for service in self._services:
+            service.cancel()
         if self._flusher:
             self._flusher.cancel()
         try:  # before the adapter stops: delayed leave events re-check cluster state through it
@@ -232,7 +242,7 @@ class Engine:
                     if pending is not None:
                         return self._guard(conn, pending)
             elif frame.event == "channel_history":  # V2 accepts the bare name too
-                pending = v2_history.channel_history(self, conn, frame)
+                pending = handlers.channel_history(self, conn, frame)
                 if pending is not None:
                     return self._guard(conn, pending)
             elif frame.event.startswith("client-"):
@@ -389,15 +399,11 @@ class Engine:
         """Broadcasts carry message_id/stream_id/serial when recovery or history is on."""
         if recovery_settings(app)[0]:
             return True
-        from history.policy import history_enabled
-
         return history_enabled(app, channel)
 
     @property
     def sequencer(self) -> Any:
         if self._sequencer is None:
-            from history.sequencer import get_sequencer
-
             self._sequencer = get_sequencer()
         return self._sequencer
 
@@ -415,9 +421,7 @@ class Engine:
 
     def remember_remote(self, app_id: str, channel: str, frame: OutFrame) -> None:
         """A message with identity published on another node joins this node's replay buffer."""
-        from apps_admin.managers import get_app_manager
-
-        _hit, app = get_app_manager().cached_by_id(app_id)
+        app = find_cached_app(app_id)
         if app is not None and frame.position is not None:
             self.remember(app, channel, frame)
 
@@ -539,23 +543,6 @@ class Engine:
 
 
 _SKIP = OutFrame(None)
-
-
-def wildcard_matches(pattern: str, channel: str) -> bool:
-    """``pre*``, ``*suf`` or ``pre*suf`` (exactly one ``*``)."""
-    prefix, _, suffix = pattern.partition("*")
-    return (
-        len(channel) >= len(prefix) + len(suffix) and channel.startswith(prefix) and channel.endswith(suffix)
-    )
-
-
-def passes(conn: Connection, channel: str, frame: OutFrame) -> bool:
-    """A V2 subscription filter's verdict on an application event (system frames always pass)."""
-    rule = conn.filters.get(channel) if conn.filters else None
-    if rule is None:
-        return True
-    view = frame.view
-    return view is None or rule.matches(view)
 
 
 def _wants_v2(scope: dict[str, Any]) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from realtime.conf import server_settings
+
 if TYPE_CHECKING:
     from realtime.node.engine import Engine
 
@@ -43,8 +45,6 @@ def make_sink(engine: Engine) -> EventSink:
     """The sink ``WEBHOOK_SINK`` names (a dotted path, called with the engine); empty = NullSink.
     A sink that cannot be built disables webhooks for this process, with a warning."""
     from django.utils.module_loading import import_string
-
-    from realtime.conf import server_settings
 
     path = server_settings().get("WEBHOOK_SINK") or ""
     if not path:

@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 from collections.abc import Mapping
+from urllib.parse import urlencode
 
 
 def hmac_hex(secret: str, message: str | bytes) -> str:
@@ -77,3 +79,23 @@ def webhook_signature(secret: str, body: bytes) -> str:
 def encrypted_shared_secret(channel: str, master_key: bytes) -> str:
     """The per-channel key of a private-encrypted channel (computed by app backends)."""
     return base64.b64encode(hashlib.sha256(channel.encode() + master_key).digest()).decode()
+
+
+def signed_query(
+    method: str,
+    path: str,
+    key: str,
+    secret: str,
+    body: bytes = b"",
+    params: dict[str, str] | None = None,
+    timestamp: int | None = None,
+) -> str:
+    """The query string of a Pusher-signed API request (``auth_*`` plus ``params``)."""
+    query = dict(params or {})
+    query.update(
+        {"auth_key": key, "auth_timestamp": str(timestamp or int(time.time())), "auth_version": "1.0"}
+    )
+    if method.upper() == "POST":
+        query["body_md5"] = md5_hex(body)
+    query["auth_signature"] = sign_api_request(secret, method, path, query)
+    return urlencode(query)

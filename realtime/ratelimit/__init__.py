@@ -36,7 +36,7 @@ _limiter: RateLimiter | None = None
 
 
 def driver_path(settings: dict[str, Any]) -> str:
-    driver = settings["RATE_LIMITER_DRIVER"] or DEFAULT_FOR_ADAPTER.get(settings["ADAPTER_DRIVER"], "memory")
+    driver = settings.RATE_LIMITER_DRIVER or DEFAULT_FOR_ADAPTER.get(settings.ADAPTER_DRIVER, "memory")
     return DRIVERS.get(driver, driver)
 
 

@@ -27,7 +27,6 @@ from django.core.handlers.asgi import ASGIHandler
 
 from realtime.server.fast_publish import PublishServer
 
-API_PATH_PREFIXES = ("/apps/", "/users/")
 API_MIDDLEWARE = (
     "realtime.api.limits.APIRateLimitMiddleware",
     "realtime.api.metrics_middleware.PrometheusBeforeMiddleware",
@@ -83,7 +82,3 @@ class APIHandler(ASGIHandler):
             self.publishes = PublishServer()  # the same middleware around the publish views
         finally:
             settings.MIDDLEWARE = full
-
-
-def is_api_path(path: str) -> bool:
-    return path.startswith(API_PATH_PREFIXES)

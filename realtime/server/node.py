@@ -19,6 +19,7 @@ import signal
 import socket
 from typing import Any
 
+from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 _ADOPTED = "adopted-socket"
 
 
-class NodeServer(TunedServer):
+class NodeServer(Server):
     def __init__(
         self,
         *,
@@ -47,12 +48,12 @@ class NodeServer(TunedServer):
         super().__init__(endpoints=list(endpoints or []) or [_ADOPTED], **kwargs)
         self.endpoints = list(endpoints or [])
         self.listen_fds = listen_fds
-        self.grace = float(server_settings()["SHUTDOWN_GRACE_PERIOD"])
+        self.grace = float(server_settings().SHUTDOWN_GRACE_PERIOD)
         self.parent_pid = os.getppid() if watch_parent else None
         self.adopted: list[Any] = []
 
     def run(self) -> None:
-        tune_garbage_collector(server_settings()["GC_GEN0_THRESHOLD"])
+        tune_garbage_collector(server_settings().GC_GEN0_THRESHOLD)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         reactor.callWhenRunning(self._when_running)
@@ -118,6 +119,10 @@ class NodeServer(TunedServer):
             isinstance(protocol, WebSocketProtocol) and "disconnected" not in details
             for protocol, details in self.connections.items()
         )
+
+
+class TunedNodeServer(TunedServer, NodeServer):
+    """The node on the tuned transport (``SERVER_FAST_PATHS``): daphne's lean input queue."""
 
 
 def tune_garbage_collector(gen0_threshold: int) -> None:

@@ -1,117 +1,28 @@
-"""Writing frames to a socket without awaiting it: one outlet per connection.
+"""daphne's corked outlet: frames written straight to the Twisted transport's socket.
 
 A broadcast is encoded once into an ``OutFrame``; delivering it to a subscriber is a buffer append.
 Under daphne the outlet collects the prebuilt WebSocket frames (the same bytes for every subscriber)
 and writes them to the socket in one go once the event loop has run the work already queued; its
 unsent bytes (corked plus what the Twisted transport holds) are the bounded outbox: past the limit
 the connection is closed as a slow consumer (4100) and nobody else waits.
-Any other ASGI server gets a bounded per-connection queue drained by one writer task.
+Any other ASGI server gets the node's portable ``AsgiOutlet``.
+
+Framework privates read here (each has a contract test): Twisted's ``transport.dataBuffer``,
+``offset`` and ``_tempDataLen`` (unsent bytes), asyncio's ``loop._ready`` (queued callbacks).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import struct
-from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from realtime.protocol.frames import to_v2
+from realtime.node.outlet import AsgiSend, Outlet
+from realtime.protocol.outframe import OutFrame
 
 log = logging.getLogger(__name__)
-AsgiSend = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-_UNSET = object()
 FLUSH_BYTES = 64 * 1024  # corked bytes per socket past which they are written at once
-
-
-class OutFrame:
-    """One encoded outbound frame, shared by every recipient; WebSocket bytes built on first use.
-
-    A frame has one text per protocol: ``text`` for V1 (None = not delivered to V1) and ``v2`` for
-    V2, given explicitly (messages with V2 metadata) or derived once from the V1 text (the
-    ``sockudo:`` spelling of system events). ``v2_only`` frames never reach V1 connections.
-    """
-
-    __slots__ = ("text", "_wire", "_v2", "_v2_given", "v2_text", "position", "_view")
-
-    def __init__(self, text: str | None, v2: str | None = None, position: tuple | None = None) -> None:
-        self.text = text
-        self.position = position  # V2 identity (message_id, stream_id, serial), if it has one
-        self._view: Any = _UNSET
-        self._wire: bytes | None = None
-        self._v2: OutFrame | None = None
-        self._v2_given = v2 is not None
-        self.v2_text = v2  # the explicit V2 text (shipped to other nodes as is), if any
-        if v2 is not None:
-            self._v2 = OutFrame(v2, position=position) if v2 != text else self
-
-    @classmethod
-    def v2_only(cls, text: str) -> OutFrame:
-        return cls(None, text)
-
-    @property
-    def view(self) -> Any:
-        """What V2 subscription filters see (parsed once per broadcast, only when a filtered
-        subscriber asks; None for system frames, which filters never hide)."""
-        if self._view is _UNSET:
-            from realtime.protocol.filters import message_from_frame
-
-            text = self.v2_text or self.text
-            self._view = message_from_frame(text) if text else None
-        return self._view
-
-    @property
-    def v2(self) -> OutFrame | None:
-        """The frame for V2 connections (None: not delivered to V2)."""
-        if not self._v2_given:
-            self._v2_given = True
-            text = to_v2(self.text) if self.text is not None else None
-            self._v2 = self if text == self.text else OutFrame(text)
-        return self._v2
-
-    @property
-    def wire(self) -> bytes:
-        wire = self._wire
-        if wire is None:
-            payload = self.text.encode()
-            size = len(payload)
-            if size < 126:
-                header = bytes((0x81, size))
-            elif size < 65536:
-                header = struct.pack("!BBH", 0x81, 126, size)
-            else:
-                header = struct.pack("!BBQ", 0x81, 127, size)
-            wire = self._wire = header + payload
-        return wire
-
-
-class Outlet:
-    """Interface: ``send`` returns False when the connection can no longer keep up (or is gone)."""
-
-    __slots__ = ()
-
-    def send(self, frame: OutFrame) -> bool:
-        raise NotImplementedError
-
-    def close(self, code: int, reason: str) -> None:
-        raise NotImplementedError
-
-    @property
-    def open(self) -> bool:
-        raise NotImplementedError
-
-    @property
-    def last_pong(self) -> float:
-        """Monotonic time of the last native WebSocket pong (0 when not observable)."""
-        return 0.0
-
-    def native_ping(self) -> bool:
-        """Send a WebSocket ping frame; False when this server cannot."""
-        return False
 
 
 class DaphneOutlet(Outlet):
@@ -292,56 +203,10 @@ def _uncork(loop: asyncio.AbstractEventLoop) -> None:
     _last_write = loop.time()
 
 
-class AsgiOutlet(Outlet):
-    """Portable path for any ASGI server: a bounded queue and one writer task per busy socket."""
-
-    __slots__ = ("asgi_send", "limit", "queue", "writer", "closing")
-
-    def __init__(self, asgi_send: AsgiSend, limit: int) -> None:
-        self.asgi_send = asgi_send
-        self.limit = limit
-        self.queue: collections.deque[dict[str, Any]] = collections.deque()
-        self.writer: asyncio.Task | None = None
-        self.closing = False
-
-    @property
-    def open(self) -> bool:
-        return not self.closing
-
-    def send(self, frame: OutFrame) -> bool:
-        if self.closing:
-            return False
-        if len(self.queue) >= self.limit:
-            return False
-        self._enqueue({"type": "websocket.send", "text": frame.text})
-        return True
-
-    def close(self, code: int, reason: str) -> None:
-        if not self.closing:
-            self.closing = True
-            self._enqueue({"type": "websocket.close", "code": code, "reason": reason})
-
-    def _enqueue(self, message: dict[str, Any]) -> None:
-        self.queue.append(message)
-        if self.writer is None:
-            self.writer = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        try:
-            while self.queue:
-                await self.asgi_send(self.queue.popleft())
-        except Exception:  # the socket went away; the consumer's disconnect cleans up
-            self.queue.clear()
-        finally:
-            self.writer = None
-
-
-def make_outlet(send: AsgiSend, limits: tuple[int, int]) -> Outlet:
-    """Pick the fastest outlet the server allows. ``limits`` = (max buffered bytes, max queued frames)."""
+def daphne_outlet(send: AsgiSend, limits: tuple[int, int]) -> Outlet | None:
+    """The corked outlet for a daphne WebSocket (registered by the server's fast paths)."""
     protocol = _daphne_protocol(send)
-    if protocol is not None:
-        return DaphneOutlet(protocol, limits[0])
-    return AsgiOutlet(send, limits[1])
+    return DaphneOutlet(protocol, limits[0]) if protocol is not None else None
 
 
 def _daphne_protocol(send: AsgiSend) -> Any | None:

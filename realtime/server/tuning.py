@@ -196,7 +196,7 @@ class UpgradeSniffer(protocol.Protocol):
             handler = publish_channel.PublishChannel(
                 self.factory.server,
                 self._to_daphne_http,
-                server_settings()["HTTP_API_REQUEST_LIMIT_IN_MB"] << 20,
+                server_settings().HTTP_API_REQUEST_LIMIT_IN_MB << 20,
             )
         else:
             handler = self._daphne_http()

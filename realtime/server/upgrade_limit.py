@@ -29,7 +29,7 @@ _REASONS = {429: "Too Many Requests", 503: "Service Unavailable"}
 def websocket_limit() -> Limit | None:
     """The upgrade limit, or ``None`` when ``RATE_LIMITER_ENABLED`` is off."""
     settings = server_settings()
-    return Limit.websocket(settings) if settings["RATE_LIMITER_ENABLED"] else None
+    return Limit.websocket(settings) if settings.RATE_LIMITER_ENABLED else None
 
 
 def key_for(limit: Limit, head: bytes, peer: str | None) -> str:

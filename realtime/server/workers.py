@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from realtime.conf import server_settings
+
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0)  # seconds, by consecutive quick failures
@@ -47,7 +49,7 @@ def pin_to_cpu(pid: int, index: int) -> None:
     pays for every GIL hand-off across cores: measured here, two unpinned workers delivered *less*
     than one pinned worker (139k vs 184k deliveries/s) and pinned ones 231k.
     """
-    if os.environ.get("SOCKUDO_WORKER_CPU_AFFINITY", "true").lower() in ("0", "false", "no", "off"):
+    if not server_settings().SOCKUDO_WORKER_CPU_AFFINITY:
         return
     if not hasattr(os, "sched_setaffinity"):
         return
@@ -174,7 +176,7 @@ class Supervisor:
             "SOCKUDO_WORKER_INDEX": str(worker.index),
             "PROMETHEUS_MULTIPROC_DIR": self.metrics_dir,
         }
-        base_id = os.environ.get("INSTANCE_PROCESS_ID", "")
+        base_id = server_settings().INSTANCE_PROCESS_ID
         if base_id:
             # A node id per process, and a fresh one per restart: the old id's sockets and presence
             # members are cleaned up by the cluster as those of a dead node.

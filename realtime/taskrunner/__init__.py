@@ -28,7 +28,7 @@ _runner: TaskRunner | None = None
 
 
 def driver_path(settings: dict[str, Any]) -> str:
-    driver = settings["TASK_RUNNER_DRIVER"] or ("celery" if settings["CELERY_BROKER_URL"] else "inprocess")
+    driver = settings.TASK_RUNNER_DRIVER or ("celery" if settings.CELERY_BROKER_URL else "inprocess")
     return DRIVERS.get(driver, driver)
 
 

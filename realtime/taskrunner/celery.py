@@ -33,9 +33,12 @@ class CeleryRunner(TaskRunner):
 
     @property
     def app(self) -> Any:
-        from sockudo_project.celery import app  # imported on first use, off the event loop
+        # The project names its Celery app in settings (``CELERY_APP``), as it names its URLconf;
+        # imported on first use, off the event loop.
+        from django.conf import settings
+        from django.utils.module_loading import import_string
 
-        return app
+        return import_string(settings.CELERY_APP)
 
     def submit(self, spec: TaskSpec, kwargs: dict[str, Any], countdown: float = 0.0) -> bool:
         if self._sender is None:

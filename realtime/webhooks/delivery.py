@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from apps_admin.managers import get_app_manager
 from realtime.conf import server_settings
 from realtime.protocol.signatures import webhook_signature
 from realtime.taskrunner import Retry, task
@@ -62,7 +63,6 @@ def deliver(
     attempts already made and ``first_attempt_ms`` is when the first one started (both carried by
     retries). Raises ``Retry`` while the policy allows another attempt.
     """
-    from apps_admin.managers import get_app_manager
 
     app_id = str(job["app_id"])
     now_ms = int(time.time() * 1000)
@@ -106,7 +106,7 @@ def deliver(
         metrics.DELIVERIES.labels(app_id, FAILED).inc()
         return
     body, headers = build_request(app, hook, int(payload["time_ms"]), events)
-    timeout = (hook.request_timeout_ms or int(settings["WEBHOOK_REQUEST_TIMEOUT_MS"])) / 1000
+    timeout = (hook.request_timeout_ms or int(settings.WEBHOOK_REQUEST_TIMEOUT_MS)) / 1000
     outcome, detail = _post(hook.url, body, headers, timeout)
     attempts = attempt + 1
     if outcome == SUCCESS:

@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 
+from apps_admin.managers import get_app_manager
 from realtime.conf import server_settings
 from realtime.node.events import EventSink
+from realtime.node.health import register_check
 from realtime.taskrunner import TaskRunner, get_task_runner
 from realtime.webhooks.config import webhooks_of
 from realtime.webhooks.delivery import deliver
@@ -49,23 +51,20 @@ DRAIN_ON_CLOSE = 5.0  # seconds graceful shutdown lets queued deliveries leave t
 
 class WebhookSink(EventSink):
     def __init__(self, engine: Engine) -> None:
-        from apps_admin.managers import get_app_manager
 
         s = server_settings()
         self.engine = engine
         self.apps = get_app_manager()
-        self.batching = bool(s["WEBHOOK_BATCHING_ENABLED"])
-        self.flush_interval = max(0, int(s["WEBHOOK_BATCHING_DURATION"])) / 1000
-        self.batch_size = max(1, int(s["WEBHOOK_BATCHING_SIZE"]))
-        self.leave_delay = max(0, int(s["WEBHOOK_LEAVE_DELAY_MS"])) / 1000
+        self.batching = bool(s.WEBHOOK_BATCHING_ENABLED)
+        self.flush_interval = max(0, int(s.WEBHOOK_BATCHING_DURATION)) / 1000
+        self.batch_size = max(1, int(s.WEBHOOK_BATCHING_SIZE))
+        self.leave_delay = max(0, int(s.WEBHOOK_LEAVE_DELAY_MS)) / 1000
         self._buffer: list[tuple[App, int, dict[str, Any]]] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._leaving: dict[tuple[str, str, str, str], tuple[asyncio.TimerHandle, App, dict[str, Any]]] = {}
         self._tasks: set[asyncio.Future] = set()
         self._runner: TaskRunner | None = None
         if type(self.runner).check is not TaskRunner.check:  # a broker that can be down: /up says so
-            from realtime.api.health import register_check
-
             register_check("webhook_queue", self._queue_ready, critical=False)
 
     @property

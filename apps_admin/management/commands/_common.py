@@ -9,7 +9,7 @@ from realtime.conf import server_settings
 
 def warn_if_not_database(stderr: OutputWrapper) -> None:
     """Commands that write App rows are useless when the server reads apps from elsewhere."""
-    driver = server_settings()["APP_MANAGER_DRIVER"]
+    driver = server_settings().APP_MANAGER_DRIVER
     if driver != "database":
         stderr.write(
             f"Warning: APP_MANAGER_DRIVER is {driver!r}; the server does not read apps from the database."

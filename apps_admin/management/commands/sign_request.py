@@ -24,7 +24,7 @@ from django.db import DatabaseError
 
 from apps_admin.management.commands._common import parse_assignments
 from apps_admin.managers import get_app_manager
-from realtime.testing import signed_query
+from realtime.protocol.signatures import signed_query
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD")
 

@@ -31,7 +31,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "6001")))
-        parser.add_argument("--backlog", type=int, default=int(os.environ.get("LISTEN_BACKLOG", "4096")))
+        parser.add_argument("--backlog", type=int, default=None)
         parser.add_argument(
             "--prepare",
             action="store_true",
@@ -57,15 +57,17 @@ class Command(BaseCommand):
         *args,
         host: str,
         port: int,
-        backlog: int,
+        backlog: int | None,
         prepare: bool = False,
         workers: int | None = None,
         listen_fd: int | None = None,
         **options,
     ) -> None:
         settings = server_settings()
+        if backlog is None:
+            backlog = settings.LISTEN_BACKLOG
         if workers is None:
-            workers = int(settings["SOCKUDO_WORKERS"])
+            workers = int(settings.SOCKUDO_WORKERS)
         if prepare and listen_fd is None:
             from django.core.management import call_command
 
@@ -74,11 +76,13 @@ class Command(BaseCommand):
         if workers > 1 and listen_fd is None:
             self._supervise(workers, host, port, backlog)
             return
-        from realtime.server import tuning as daphne_tuning
-        from realtime.server.node import NodeServer
-        from sockudo_project.asgi import application
+        from django.utils.module_loading import import_string
 
-        daphne_tuning.install()
+        from realtime import server
+
+        application = import_string(django_settings.ASGI_APPLICATION)
+
+        server.install_transport()
 
         endpoints: list[str] = []
         if listen_fd is None:
@@ -86,17 +90,17 @@ class Command(BaseCommand):
             endpoints.append(f"tcp:port={port}:interface={interface}:backlog={backlog}")
             self.stdout.write(f"Serving on http://{host}:{port} (WebSocket ws://{host}:{port}/app/<key>)")
             self.stdout.flush()
-        NodeServer(
+        server.server_class()(
             application=application,
             endpoints=endpoints,
             listen_fds=(listen_fd,) if listen_fd is not None else (),
             watch_parent=listen_fd is not None,
             websocket_timeout=-1,
             websocket_connect_timeout=10,
-            websocket_max_message_size=settings["WEBSOCKET_MAX_PAYLOAD_KB"] * 1024,
-            websocket_max_frame_size=settings["WEBSOCKET_MAX_PAYLOAD_KB"] * 1024,
-            ping_interval=int(os.environ.get("WEBSOCKET_PING_INTERVAL", "60")),
-            ping_timeout=int(os.environ.get("WEBSOCKET_PING_TIMEOUT", "30")),
+            websocket_max_message_size=settings.WEBSOCKET_MAX_PAYLOAD_KB * 1024,
+            websocket_max_frame_size=settings.WEBSOCKET_MAX_PAYLOAD_KB * 1024,
+            ping_interval=settings.WEBSOCKET_PING_INTERVAL,
+            ping_timeout=settings.WEBSOCKET_PING_TIMEOUT,
             application_close_timeout=5,
             verbosity=0,
         ).run()
@@ -111,7 +115,7 @@ class Command(BaseCommand):
             port=port,
             backlog=backlog,
             worker_args=[],
-            grace=float(server_settings()["SHUTDOWN_GRACE_PERIOD"]),
+            grace=float(server_settings().SHUTDOWN_GRACE_PERIOD),
             manage_py=str(manage_py if manage_py.exists() else sys.argv[0]),
         )
         how = "a socket each (SO_REUSEPORT)" if spread_by_kernel(workers) else "one shared socket"

@@ -10,8 +10,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from history.policy import policy_for
+from history.query import HistoryQuery, InvalidQuery
+from history.store import get_store
+from realtime.node.matching import passes
 from realtime.protocol import errors, frames
-from realtime.server.outlets import OutFrame
+from realtime.protocol.outframe import OutFrame
 
 if TYPE_CHECKING:
     from realtime.node.connection import Connection
@@ -21,7 +25,6 @@ MAX_HISTORY_IN_FLIGHT = 2
 
 
 def history_policy(app: Any, channel: str) -> Any:
-    from history.policy import policy_for
 
     return policy_for(app, channel)
 
@@ -102,8 +105,6 @@ async def attach(
 async def _rewind(
     engine: Engine, conn: Connection, channel: str, rewind: tuple[str, int], policy: Any, head: int
 ) -> None:
-    from history.query import HistoryQuery
-    from history.store import get_store
 
     kind, amount = rewind
     cap = policy.max_page_size
@@ -123,7 +124,6 @@ async def _rewind(
         raise errors.broadcast_error("history unavailable for rewind") from None
     items = list(reversed(page.items))  # oldest -> newest
     seen = set()
-    from realtime.node.engine import passes
 
     for item in items:
         seen.add(item.message_id)
@@ -163,7 +163,6 @@ def channel_history(engine: Engine, conn: Connection, frame: frames.Frame) -> An
         raise errors.channel_error(f"History is not enabled for {channel}")
     if conn.history_in_flight >= MAX_HISTORY_IN_FLIGHT:
         raise errors.client_event_error("Too many concurrent channel_history requests for this connection")
-    from history.query import HistoryQuery, InvalidQuery
 
     try:
         query = HistoryQuery.parse(
@@ -182,7 +181,6 @@ def channel_history(engine: Engine, conn: Connection, frame: frames.Frame) -> An
 
 
 async def _answer_history(engine: Engine, conn: Connection, channel: str, query: Any) -> None:
-    from history.store import get_store
 
     try:
         page = await get_store().apage(query)
@@ -197,6 +195,5 @@ async def cold_replay(
     engine: Engine, conn: Connection, channel: str, stream_id: str, serial: int, limit: int
 ) -> Any:
     """Durable history after a position (cold recovery): the store proves contiguity."""
-    from history.store import get_store
 
     return await get_store().arange_after(conn.app.id, channel, stream_id, serial, limit)

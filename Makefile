@@ -27,6 +27,7 @@ run: migrate
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The same suite with every test server's apps in PostgreSQL (a fresh database per server).

@@ -1,12 +1,11 @@
-"""bench/loadgen.py: functional checks against the live test server (no timing thresholds), plus an
-offline check of its WebSocket frame parser and signatures."""
+"""bench.loadgen: functional checks against the live test server (no timing thresholds), plus an
+offline check of its WebSocket frame parser and of the signatures it sends."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,26 +13,24 @@ from pathlib import Path
 
 import pytest
 
+from bench.loadgen import connections
+from bench.loadgen.connections import WS_GUID, PusherSocket
+from bench.loadgen.fleet import Fleet
+from bench.loadgen.http import signed_events_path
 from realtime.protocol.signatures import api_string_to_sign, hmac_hex, sign_channel
 
-LOADGEN = Path(__file__).resolve().parent.parent / "bench" / "loadgen.py"
-
-
-def load_module():
-    spec = importlib.util.spec_from_file_location("bench_loadgen", LOADGEN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOADGEN = [sys.executable, "-m", "bench.loadgen"]  # run with cwd=REPO_ROOT, as bench/README.md says
 
 
 def run_loadgen(server, *args: str, timeout: float = 90) -> dict:
     cmd = [
-        sys.executable, str(LOADGEN), *args, "--json",
+        *LOADGEN, *args, "--json",
         "--ws-url", f"ws://{server.host}:{server.port}", "--http-url", f"http://{server.host}:{server.port}",
         "--app-id", server.app_id, "--key", server.key, "--secret", server.secret,
         "--server-pid", str(server.process.pid),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
     assert proc.returncode == 0, f"rc={proc.returncode}\nstdout={proc.stdout}\nstderr={proc.stderr}"
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout  # --json prints exactly one line
@@ -71,23 +68,17 @@ def test_churn(server):
 
 def test_unreachable_server_fails_fast():
     proc = subprocess.run(
-        [sys.executable, str(LOADGEN), "churn", "--sockets", "2", "--duration", "1", "--json",
+        [*LOADGEN, "churn", "--sockets", "2", "--duration", "1", "--json",
          "--ws-url", "ws://127.0.0.1:9", "--http-url", "http://127.0.0.1:9"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT,
     )  # fmt: skip
     assert proc.returncode == 1
     assert json.loads(proc.stdout.strip().splitlines()[-1])["error"] == "no socket connected"
 
 
 def test_signatures_match_the_server():
-    lg = load_module()
-    assert lg.channel_auth("k", "s", "1.2", "private-a", None) == sign_channel("k", "s", "1.2", "private-a")
-    data = '{"user_id":"u"}'
-    assert lg.channel_auth("k", "s", "1.2", "presence-a", data) == sign_channel(
-        "k", "s", "1.2", "presence-a", data
-    )
     body = b'{"name":"e","channel":"c","data":"d"}'
-    path, _, query = lg.signed_events_path("", "42", "k", "s", body).partition("?")
+    path, _, query = signed_events_path("", "42", "k", "s", body).partition("?")
     params = dict(p.split("=", 1) for p in query.split("&"))
     assert path == "/apps/42/events" and params["body_md5"] == hashlib.md5(body).hexdigest()
     assert params["auth_signature"] == hmac_hex("s", api_string_to_sign("POST", path, params))
@@ -128,17 +119,40 @@ class FakeTransport:
     abort = close
 
 
-def test_frame_parser_handles_split_reads_and_fragments():
-    lg = load_module()
+def open_socket(fleet: Fleet) -> tuple[PusherSocket, FakeTransport]:
+    """A PusherSocket on a fake transport, before its handshake (needs a running loop)."""
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+    sock = PusherSocket(fleet, b"GET / HTTP/1.1\r\n\r\n", accept)
+    transport = FakeTransport()
+    sock.connection_made(transport)
+    return sock, transport
 
+
+def test_subscriptions_are_signed_as_the_server_checks():
     async def body() -> None:
-        fleet = lg.Fleet({"tls": False, "insecure": False, "key": "k", "secret": "s"})
+        fleet = Fleet({"tls": False, "insecure": False, "key": "k", "secret": "s"})
+        sock, transport = open_socket(fleet)
+        sock.open, sock.socket_id = True, "1.2"
+        data = '{"user_id":"u"}'
+        for channel, channel_data in (("private-a", None), ("presence-a", data)):
+            sock.subscribe(channel, channel_data)
+            opcode, payload = unmask_client_frame(transport.written[-1])
+            sent = json.loads(payload)["data"]
+            assert opcode == 1 and sent["channel"] == channel and sent.get("channel_data") == channel_data
+            assert sent["auth"] == sign_channel("k", "s", "1.2", channel, channel_data)
+        sock.subscribe("public-a")
+        assert "auth" not in json.loads(unmask_client_frame(transport.written[-1])[1])["data"]
+
+    asyncio.run(body())
+
+
+def test_frame_parser_handles_split_reads_and_fragments():
+    async def body() -> None:
+        fleet = Fleet({"tls": False, "insecure": False, "key": "k", "secret": "s"})
         fleet.reset()
-        key = base64.b64encode(b"0123456789abcdef").decode()
-        accept = base64.b64encode(hashlib.sha1((key + lg.WS_GUID).encode()).digest()).decode()
-        sock = lg.PusherSocket(fleet, b"GET / HTTP/1.1\r\n\r\n", accept)
-        transport = FakeTransport()
-        sock.connection_made(transport)
+        sock, transport = open_socket(fleet)
+        accept = sock.accept
         established = json.dumps({"socket_id": "1.2", "activity_timeout": 120})
         big = "#lg1:0#" + "x" * 70_000  # 64-bit length
         stream = (
@@ -162,7 +176,7 @@ def test_frame_parser_handles_split_reads_and_fragments():
         i = 0
         while pos < len(stream):
             chunk = stream[pos : pos + sizes[i % len(sizes)]]
-            lg._RBUF[: len(chunk)] = chunk
+            connections._RBUF[: len(chunk)] = chunk
             sock.buffer_updated(len(chunk))
             pos += len(chunk)
             i += 1

@@ -13,6 +13,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from apps_admin import operations
+from apps_admin.fields import FEATURE_FIELDS, POLICY_FIELDS
 from apps_admin.models import App
 
 # Non-null JSON columns: an emptied textarea means "back to the default", not NULL.
@@ -62,17 +63,7 @@ class AppAdmin(admin.ModelAdmin):
     list_display = ("id", "name", "key", "enabled", "max_connections", "enable_client_messages", "created_at")
     list_display_links = ("id", "name")
     search_fields = ("id", "name", "key")
-    list_filter = (
-        "enabled",
-        "enable_client_messages",
-        "enable_user_authentication",
-        "enforce_user_authentication",
-        "enable_watchlist_events",
-        "enable_subscription_count",
-        "annotations_enabled",
-        "terminate_on_limit",
-        "created_at",
-    )
+    list_filter = ("enabled", *FEATURE_FIELDS, "terminate_on_limit", "created_at")
     date_hierarchy = "created_at"
     actions = ("rotate_secret", "enable_apps", "disable_apps")
     save_on_top = True
@@ -106,31 +97,13 @@ class AppAdmin(admin.ModelAdmin):
                 ),
             },
         ),
-        (
-            "Features",
-            {
-                "fields": (
-                    "enable_client_messages",
-                    "enable_user_authentication",
-                    "enforce_user_authentication",
-                    "enable_watchlist_events",
-                    "enable_subscription_count",
-                    "annotations_enabled",
-                )
-            },
-        ),
+        ("Features", {"fields": FEATURE_FIELDS}),
         ("Channels & webhooks", {"fields": ("allowed_origins", "channel_namespaces", "webhooks")}),
         (
             "Protocol V2 policies",
             {
                 "classes": ("collapse",),
-                "fields": (
-                    "channel_delta_compression",
-                    "idempotency",
-                    "connection_recovery",
-                    "history",
-                    "presence_history",
-                ),
+                "fields": POLICY_FIELDS,
             },
         ),
         ("Timestamps", {"classes": ("collapse",), "fields": ("created_at", "updated_at")}),

@@ -1,5 +1,6 @@
-"""The App fields an operator can set from the environment (``SOCKUDO_DEFAULT_APP_<FIELD>``) or a
-static app definition, with how each is parsed."""
+"""The App fields an operator can set from the environment (``SOCKUDO_DEFAULT_APP_<FIELD>``), a
+static app definition or the admin, grouped by kind; how each is parsed. The one list of them: the
+admin's fieldsets and filters use these groups, and a test checks they cover the model exactly."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import json
 import os
 from typing import Any
 
-BOOL_FIELDS = (
-    "enabled",
-    "terminate_on_limit",
+# The app's feature switches, in the order the admin shows them.
+FEATURE_FIELDS = (
     "enable_client_messages",
     "enable_user_authentication",
     "enforce_user_authentication",
@@ -17,6 +17,7 @@ BOOL_FIELDS = (
     "enable_subscription_count",
     "annotations_enabled",
 )
+BOOL_FIELDS = ("enabled", "terminate_on_limit", *FEATURE_FIELDS)
 INT_FIELDS = (
     "max_connections",
     "max_backend_events_per_second",
@@ -32,16 +33,15 @@ INT_FIELDS = (
     "decay_seconds",
 )
 LIST_FIELDS = ("allowed_origins",)
-JSON_FIELDS = (
-    "message_rate_limit",
-    "channel_namespaces",
+# Protocol V2 policies (JSON objects overriding server defaults per app).
+POLICY_FIELDS = (
     "channel_delta_compression",
-    "webhooks",
     "idempotency",
     "connection_recovery",
     "history",
     "presence_history",
 )
+JSON_FIELDS = ("message_rate_limit", "channel_namespaces", "webhooks", *POLICY_FIELDS)
 STR_FIELDS = ("id", "key", "secret", "name")
 ALL_FIELDS = STR_FIELDS + BOOL_FIELDS + INT_FIELDS + LIST_FIELDS + JSON_FIELDS
 

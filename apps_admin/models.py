@@ -21,6 +21,24 @@ def new_secret() -> str:
     return secrets.token_hex(16)
 
 
+class ServerDefault:
+    """A limit read at run time: the app's own value, or (when it leaves the field empty) the server
+    setting, times ``scale``. Read on every frame that checks a limit, so it stays a plain lookup."""
+
+    __slots__ = ("field", "setting", "scale")
+
+    def __init__(self, field: str, setting: str, scale: int = 1) -> None:
+        self.field = field
+        self.setting = setting
+        self.scale = scale
+
+    def __get__(self, app: App | None, owner: type) -> int:
+        if app is None:
+            return self  # type: ignore[return-value]  # the descriptor itself, on the class
+        value = getattr(app, self.field)
+        return (server_settings()[self.setting] if value is None else value) * self.scale
+
+
 class App(models.Model):
     id = models.CharField(
         primary_key=True, max_length=64, help_text="Numeric ids work with every Pusher SDK."
@@ -77,46 +95,31 @@ class App(models.Model):
     def __str__(self) -> str:
         return f"{self.id} ({self.name or self.key})"
 
-    # --- effective limits -------------------------------------------------------------------
-    def _or_default(self, value: int | None, setting: str) -> int:
-        return server_settings()[setting] if value is None else value
-
-    @property
-    def effective_max_channel_name_length(self) -> int:
-        return self._or_default(self.max_channel_name_length, "CHANNEL_LIMITS_MAX_NAME_LENGTH")
-
-    @property
-    def effective_max_event_name_length(self) -> int:
-        return self._or_default(self.max_event_name_length, "EVENT_LIMITS_MAX_NAME_LENGTH")
-
-    @property
-    def effective_max_event_channels_at_once(self) -> int:
-        return self._or_default(self.max_event_channels_at_once, "EVENT_LIMITS_MAX_CHANNELS_AT_ONCE")
-
-    @property
-    def effective_max_event_batch_size(self) -> int:
-        return self._or_default(self.max_event_batch_size, "EVENT_LIMITS_MAX_BATCH_SIZE")
-
-    @property
-    def effective_max_http_payload_bytes(self) -> int:
-        return self._or_default(self.max_event_payload_in_kb, "EVENT_LIMITS_MAX_PAYLOAD_IN_KB") * 1024
-
-    @property
-    def effective_max_client_payload_bytes(self) -> int:
-        return self._or_default(self.max_event_payload_in_kb, "CLIENT_EVENT_MAX_PAYLOAD_IN_KB") * 1024
-
-    @property
-    def effective_max_client_events_per_second(self) -> int:
-        return self._or_default(self.max_client_events_per_second, "CLIENT_EVENT_MAX_PER_SECOND")
+    # --- effective limits: the app's value, or the server default when the app sets none ----------
+    effective_max_channel_name_length = ServerDefault(
+        "max_channel_name_length", "CHANNEL_LIMITS_MAX_NAME_LENGTH"
+    )
+    effective_max_event_name_length = ServerDefault("max_event_name_length", "EVENT_LIMITS_MAX_NAME_LENGTH")
+    effective_max_event_channels_at_once = ServerDefault(
+        "max_event_channels_at_once", "EVENT_LIMITS_MAX_CHANNELS_AT_ONCE"
+    )
+    effective_max_event_batch_size = ServerDefault("max_event_batch_size", "EVENT_LIMITS_MAX_BATCH_SIZE")
+    effective_max_http_payload_bytes = ServerDefault(
+        "max_event_payload_in_kb", "EVENT_LIMITS_MAX_PAYLOAD_IN_KB", scale=1024
+    )
+    effective_max_client_payload_bytes = ServerDefault(
+        "max_event_payload_in_kb", "CLIENT_EVENT_MAX_PAYLOAD_IN_KB", scale=1024
+    )
+    effective_max_client_events_per_second = ServerDefault(
+        "max_client_events_per_second", "CLIENT_EVENT_MAX_PER_SECOND"
+    )
+    effective_max_presence_members = ServerDefault(
+        "max_presence_members_per_channel", "PRESENCE_MAX_MEMBERS_PER_CHANNEL"
+    )
+    effective_max_presence_member_size_kb = ServerDefault(
+        "max_presence_member_size_in_kb", "PRESENCE_MAX_MEMBER_SIZE_IN_KB"
+    )
 
     @property
     def effective_decay_seconds(self) -> int:
         return self.decay_seconds or 1
-
-    @property
-    def effective_max_presence_members(self) -> int:
-        return self._or_default(self.max_presence_members_per_channel, "PRESENCE_MAX_MEMBERS_PER_CHANNEL")
-
-    @property
-    def effective_max_presence_member_size_kb(self) -> int:
-        return self._or_default(self.max_presence_member_size_in_kb, "PRESENCE_MAX_MEMBER_SIZE_IN_KB")

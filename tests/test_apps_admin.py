@@ -629,3 +629,49 @@ def test_admin_change_form_saves_and_validates(project: Project) -> None:
     # An emptied JSON list goes back to its default; the read-only secret is untouched.
     assert out["saved"] == [9, [], True, "app-secret"]
     assert out["add_initial"] == ["1002", 32]
+
+
+FIELD_GROUPS_PROBE = """
+import json
+import django
+django.setup()
+from django.db import models
+from apps_admin import fields
+from apps_admin.admin import AppAdmin
+from apps_admin.models import App
+
+kinds = {models.BooleanField: "bool", models.PositiveIntegerField: "int", models.JSONField: "json",
+         models.CharField: "str"}
+model = {}
+for f in App._meta.concrete_fields:
+    if f.name in ("previous_secret", "previous_secret_expires_at", "created_at", "updated_at"):
+        continue
+    kind = kinds[type(f)]
+    if f.name == "allowed_origins":
+        kind = "list"
+    model[f.name] = kind
+groups = {"bool": fields.BOOL_FIELDS, "int": fields.INT_FIELDS, "json": fields.JSON_FIELDS,
+          "str": fields.STR_FIELDS, "list": fields.LIST_FIELDS}
+declared = {name: kind for kind, names in groups.items() for name in names}
+shown = [name for _title, options in AppAdmin.fieldsets for entry in options["fields"]
+         for name in (entry if isinstance(entry, tuple) else (entry,))]
+app = App(id="1", max_event_payload_in_kb=None, max_channel_name_length=7)
+print(json.dumps({
+    "model": model, "declared": declared, "total": len(fields.ALL_FIELDS),
+    "unique": len(set(fields.ALL_FIELDS)), "shown": shown,
+    "effective": [app.effective_max_http_payload_bytes, app.effective_max_channel_name_length,
+                  app.effective_decay_seconds],
+}))
+"""
+
+
+def test_the_field_groups_cover_the_model_exactly_and_feed_the_admin() -> None:
+    from tests.test_api_handler import probe
+
+    result = probe(FIELD_GROUPS_PROBE)
+    assert result["declared"] == result["model"]
+    assert result["total"] == result["unique"]
+    for name in result["model"]:
+        assert name in result["shown"], f"{name} is not in the admin's fieldsets"
+    # A limit left empty reads the server default (100 KiB), one set reads the app's own value.
+    assert result["effective"] == [100 * 1024, 7, 1]

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from django.utils.module_loading import import_string
-
 from apps_admin.managers.base import AppManager
 from realtime.conf import server_settings
+from realtime.conf.drivers import Driver
 
 DRIVERS = {
     "database": "apps_admin.managers.database.DatabaseAppManager",
@@ -15,12 +12,12 @@ DRIVERS = {
 }
 
 
-@lru_cache(maxsize=1)
-def get_app_manager() -> AppManager:
-    """The process-wide app manager (drivers hold the in-process cache)."""
-    driver = server_settings().APP_MANAGER_DRIVER
-    cls = import_string(DRIVERS.get(driver, driver))
-    return cls(ttl=server_settings().APP_MANAGER_CACHE_TTL)
+_manager: Driver[AppManager] = Driver(
+    DRIVERS,
+    choose=lambda: server_settings().APP_MANAGER_DRIVER,
+    build=lambda cls: cls(ttl=server_settings().APP_MANAGER_CACHE_TTL),
+)
+get_app_manager = _manager.get  # the process-wide app manager (drivers hold the in-process cache)
 
 
 __all__ = ["AppManager", "get_app_manager"]

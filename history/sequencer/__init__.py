@@ -6,13 +6,12 @@ The driver is ``SEQUENCER_DRIVER`` (``local``, ``redis`` or a dotted path), or f
 
 from __future__ import annotations
 
-import threading
-
-from django.utils.module_loading import import_string
+from typing import Any
 
 from history.sequencer.base import HeadLoader, Position, Sequencer, new_stream_id
 from history.store import get_store
 from realtime.conf import server_settings
+from realtime.conf.drivers import Driver, resolve
 
 __all__ = ["HeadLoader", "Position", "Sequencer", "get_sequencer", "new_stream_id", "sequencer_path"]
 
@@ -21,26 +20,24 @@ DRIVERS = {
     "redis": "history.sequencer.redis.RedisSequencer",
 }
 
-_lock = threading.Lock()
-_sequencer: Sequencer | None = None
+
+def sequencer_name(settings: Any) -> str:
+    return settings.get("SEQUENCER_DRIVER") or settings.get("ADAPTER_DRIVER") or "local"
 
 
-def sequencer_path(settings: dict) -> str:
-    name = settings.get("SEQUENCER_DRIVER") or settings.get("ADAPTER_DRIVER") or "local"
-    return DRIVERS.get(name, name)
+def sequencer_path(settings: Any) -> str:
+    return resolve(DRIVERS, sequencer_name(settings))
 
 
 async def durable_head(app_id: str, channel: str) -> Position | None:
     """The default head loader: the history store's durable head of the channel."""
-
     return await get_store().ahead(app_id, channel)
 
 
-def get_sequencer() -> Sequencer:
-    """The process-wide sequencer, seeded from the history store on each channel's first use."""
-    global _sequencer
-    if _sequencer is None:
-        with _lock:
-            if _sequencer is None:
-                _sequencer = import_string(sequencer_path(server_settings()))(head_loader=durable_head)
-    return _sequencer
+# Seeded from the history store on each channel's first use.
+_sequencer: Driver[Sequencer] = Driver(
+    DRIVERS,
+    choose=lambda: sequencer_name(server_settings()),
+    build=lambda cls: cls(head_loader=durable_head),
+)
+get_sequencer = _sequencer.get

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import threading
-
-from django.utils.module_loading import import_string
-
 from history.store.base import ColdRange, HistoryPage, HistoryStore
 from realtime.conf import server_settings
+from realtime.conf.drivers import Driver, resolve
 
 __all__ = ["ColdRange", "HistoryPage", "HistoryStore", "get_store", "store_path"]
 
@@ -17,19 +14,10 @@ DRIVERS = {
     "memory": "history.store.memory.MemoryStore",
 }
 
-_lock = threading.Lock()
-_store: HistoryStore | None = None
-
 
 def store_path(name: str) -> str:
-    return DRIVERS.get(name or "orm", name)
+    return resolve(DRIVERS, name or "orm")
 
 
-def get_store() -> HistoryStore:
-    """The process-wide store."""
-    global _store
-    if _store is None:
-        with _lock:
-            if _store is None:
-                _store = import_string(store_path(server_settings().HISTORY_STORE_DRIVER))()
-    return _store
+_store: Driver[HistoryStore] = Driver(DRIVERS, choose=lambda: server_settings().HISTORY_STORE_DRIVER or "orm")
+get_store = _store.get  # the process-wide store

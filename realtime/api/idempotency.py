@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import threading
 import time
-from functools import lru_cache
 from typing import Any
 
-from django.utils.module_loading import import_string
-
 from realtime.conf import server_settings
+from realtime.conf.drivers import Driver
 
 PROCESSING = "__processing__"
 DRIVERS = {
@@ -120,12 +118,11 @@ class RedisIdempotencyCache(IdempotencyCache):
         return self._call(self.client.get, self.prefix + key)
 
 
-@lru_cache(maxsize=1)
-def get_cache() -> IdempotencyCache:
-    """The redis driver whenever the cluster adapter is on (claims must be shared), else memory."""
-    s = server_settings()
-    driver = "redis" if s.ADAPTER_DRIVER == "redis" else "memory"
-    return import_string(DRIVERS[driver])()
+# The redis driver whenever the cluster adapter is on (claims must be shared), else memory.
+_cache: Driver[IdempotencyCache] = Driver(
+    DRIVERS, choose=lambda: "redis" if server_settings().ADAPTER_DRIVER == "redis" else "memory"
+)
+get_cache = _cache.get
 
 
 def settings_for(app: Any) -> tuple[bool, int]:

@@ -7,12 +7,10 @@ The counter store is pluggable (``RATE_LIMITER_DRIVER``: ``memory``, ``redis`` o
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-from django.utils.module_loading import import_string
-
 from realtime.conf import server_settings
+from realtime.conf.drivers import Driver, resolve
 from realtime.ratelimit.base import Decision, RateLimiter, RateLimiterUnavailable
 
 __all__ = [
@@ -31,31 +29,19 @@ DRIVERS = {
 # With RATE_LIMITER_DRIVER unset the counters live where the adapter shares state.
 DEFAULT_FOR_ADAPTER = {"redis": "redis"}
 
-_lock = threading.Lock()
-_limiter: RateLimiter | None = None
 
-
-def driver_path(settings: dict[str, Any]) -> str:
+def driver_path(settings: Any) -> str:
     driver = settings.RATE_LIMITER_DRIVER or DEFAULT_FOR_ADAPTER.get(settings.ADAPTER_DRIVER, "memory")
-    return DRIVERS.get(driver, driver)
+    return resolve(DRIVERS, driver)
 
 
-def get_limiter() -> RateLimiter:
-    """This process's limiter, built once from the settings (thread-safe: views and the loop share it)."""
-    global _limiter
-    if _limiter is None:
-        with _lock:
-            if _limiter is None:
-                settings = server_settings()
-                _limiter = import_string(driver_path(settings)).from_settings(settings)
-    return _limiter
-
-
-def set_limiter(limiter: RateLimiter | None) -> None:
-    """Replace (or with ``None`` forget) the process's limiter; for tests."""
-    global _limiter
-    with _lock:
-        _limiter = limiter
+_limiter: Driver[RateLimiter] = Driver(
+    DRIVERS,
+    choose=lambda: driver_path(server_settings()),
+    build=lambda cls: cls.from_settings(server_settings()),
+)
+get_limiter = _limiter.get  # views and the event loop share it
+set_limiter = _limiter.set  # for tests
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, real_ip: str | None, trust_hops: int) -> str:

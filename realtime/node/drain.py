@@ -10,18 +10,6 @@ from __future__ import annotations
 
 draining = False
 
-# What a WebSocket upgrade gets while the node drains: clients and load balancers retry elsewhere.
-DRAINING_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Content-Type: text/plain\r\n"
-    b"Content-Length: 8\r\n"
-    b"X-Health-Check: DRAINING\r\n"
-    b"Retry-After: 1\r\n"
-    b"Connection: close\r\n"
-    b"\r\n"
-    b"DRAINING"
-)
-
 
 def begin() -> None:
     """Mark the node as draining (idempotent; never cleared: the process is on its way out)."""

@@ -32,6 +32,18 @@ from realtime.server import upgrade_limit as ratelimit_upgrade
 
 _original_pformat = autobahn_protocol.pformat
 
+# What a WebSocket upgrade gets while the node drains: clients and load balancers retry elsewhere.
+DRAINING_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: text/plain\r\n"
+    b"Content-Length: 8\r\n"
+    b"X-Health-Check: DRAINING\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"\r\n"
+    b"DRAINING"
+)
+
 CLOSE_HANDSHAKE_TIMEOUT = 2  # seconds, before whole-second rounding: a peer gets 1 - 2 s
 
 
@@ -160,7 +172,7 @@ class UpgradeSniffer(protocol.Protocol):
         head = self.buffer[: end if end >= 0 else 0].lower()
         upgrade = head.startswith(b"get ") and b"\r\nupgrade: websocket" in head
         if upgrade and shutdown.draining:  # graceful shutdown: new sockets belong on another node
-            self._refuse(shutdown.DRAINING_RESPONSE)
+            self._refuse(DRAINING_RESPONSE)
             return
         if upgrade:
             # Per-IP upgrade limit: refused with a plain HTTP 429 before any handshake.

@@ -1,11 +1,10 @@
 """The history storage layer: one conformance suite over every store driver, the group-commit writer,
 the sequencers (local and real Redis, including two OS processes on one channel) and the policy.
 
-Django runs in this test process for this module only: a module fixture points ``DATABASE_URL`` at a
-temporary SQLite file (or a fresh PostgreSQL database when ``TEST_DATABASE_URL`` names one) *before*
-``django.setup()``, migrates, and restores the environment afterwards. Other modules keep starting
-their own server processes. Every test uses its own app id and channel, so tests never see each
-other's rows.
+Django runs in this test process (the session's ``django_in_process`` fixture: a temporary SQLite
+file, or a fresh PostgreSQL database when ``TEST_DATABASE_URL`` names one); this module migrates it.
+Other modules keep starting their own server processes. Every test uses its own app id and channel,
+so tests never see each other's rows.
 """
 
 from __future__ import annotations
@@ -31,46 +30,11 @@ T0 = 1_700_000_000_000  # published_at_ms of serial 1 in seeded channels; +1000 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def django_db(tmp_path_factory) -> Iterator[str]:
-    base = os.environ.get("TEST_DATABASE_URL", "")
-    pg_name = None
-    if base.startswith(("postgres://", "postgresql://")):
-        import psycopg
-
-        pg_name = f"sockudo_hist_{os.getpid()}"
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}"')
-            conn.execute(f'CREATE DATABASE "{pg_name}"')
-        url = base.rsplit("/", 1)[0] + "/" + pg_name
-    else:
-        url = f"sqlite:///{tmp_path_factory.mktemp('history')}/db.sqlite3"
-    saved = {name: os.environ.get(name) for name in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "sockudo_project.settings"
-    import django
-    from django.conf import settings
-
-    if settings.configured and settings.DATABASES["default"]["NAME"] not in url:
-        pytest.fail("Django was already set up in this test process with another database")
-    django.setup()
+def django_db(django_in_process: str) -> str:
     from django.core.management import call_command
-    from django.db import connections
 
     call_command("migrate", interactive=False, verbosity=0)
-    try:
-        yield url
-    finally:
-        connections.close_all()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        if pg_name:
-            import psycopg
-
-            with psycopg.connect(base, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+    return django_in_process
 
 
 # --------------------------------------------------------------------------- helpers

@@ -49,8 +49,9 @@ def node(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
     values.update(BASE_SETTINGS)
     values.update(marker.kwargs if marker else {})
     # Process-wide singletons built from the settings: fresh ones for this test.
-    monkeypatch.setattr(history.store, "_store", None)
-    monkeypatch.setattr(history.sequencer, "_sequencer", None)
+    singletons = (history.store._store, history.sequencer._sequencer)
+    for driver in singletons:
+        driver.set(None)
     register_outlet_factory(recording_outlet_factory)
     try:
         with override_settings(SOCKUDO=values):
@@ -59,6 +60,8 @@ def node(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
             assert harness.closed, "the node was not stopped (is the test a coroutine?)"
     finally:
         unregister_outlet_factory(recording_outlet_factory)
+        for driver in singletons:
+            driver.set(None)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 6001
 export HOST PORT
 
-.PHONY: run test test-postgres install lint format migrate clean
+.PHONY: run test test-postgres test-stock install lint format migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: install
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 test-postgres: install
 	TEST_DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The interop suite on the stock transport: daphne and Django's handler without the fast paths.
+test-stock: install
+	SERVER_FAST_PATHS=false $(BIN)/python -m pytest tests/interop $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -186,8 +186,13 @@ def node_stats(engine: Engine) -> dict[str, Any]:
         **{name: section() for name, section in STATS_SECTIONS.items()},
         "totals": totals,
         "apps": apps,
-        # Not in upstream's shape: which process answered (several workers share one port).
-        "node": {"id": getattr(engine.adapter, "node_id", None), "pid": os.getpid()},
+        # Not in upstream's shape: which process answered (several workers share one port) and on
+        # which transport (SERVER_FAST_PATHS: the tuned daphne, or stock daphne and Django).
+        "node": {
+            "id": getattr(engine.adapter, "node_id", None),
+            "pid": os.getpid(),
+            "transport": "tuned" if server_settings().SERVER_FAST_PATHS else "stock",
+        },
     }
 
 

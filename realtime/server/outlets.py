@@ -18,6 +18,8 @@ import logging
 from functools import partial
 from typing import Any
 
+from twisted.internet.interfaces import ISSLTransport
+
 from realtime.node.outlet import AsgiSend, Outlet
 from realtime.protocol.outframe import OutFrame
 
@@ -132,8 +134,15 @@ def write_through(transport: Any, data: bytes) -> int:
 
 
 def plain_tcp(transport: Any) -> bool:
-    """Whether ``transport`` is a Twisted TCP connection without TLS (its socket may be written)."""
-    return getattr(transport, "TLS", True) is False and hasattr(transport, "socket")
+    """Whether ``transport`` is a Twisted TCP connection without TLS (its socket may be written).
+
+    A TLS endpoint's transport is Twisted's TLS wrapper, which forwards unknown attributes (``TLS``,
+    ``socket``) to the TCP connection underneath: only the interface tells it apart."""
+    return (
+        getattr(transport, "TLS", True) is False
+        and hasattr(transport, "socket")
+        and not ISSLTransport.providedBy(transport)
+    )
 
 
 def _unsent(transport: Any) -> int:

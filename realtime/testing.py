@@ -18,7 +18,7 @@ from typing import Any
 
 from realtime.protocol.signatures import sign_channel, sign_user, signed_query
 
-__all__ = ["LiveServer", "PusherClient", "call_asgi", "free_port", "signed_query"]
+__all__ = ["LiveServer", "PusherClient", "TcpProxy", "call_asgi", "free_port", "signed_query"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -255,3 +255,47 @@ class LiveServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class TcpProxy:
+    """A cuttable TCP proxy on 127.0.0.1 in front of a service (Redis, PostgreSQL): fault tests point
+    a server at ``port``, then ``cut()`` drops every connection and refuses new ones (the service
+    went away) and ``start()`` again lets connections through (it came back)."""
+
+    def __init__(self, target_port: int = 6379) -> None:
+        self.port = free_port()
+        self.target_port = target_port
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+
+    async def cut(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+        for writer in self.writers:
+            writer.close()
+        self.writers.clear()
+
+    async def _handle(self, reader, writer) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.writers += [writer, up_writer]
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))

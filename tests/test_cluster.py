@@ -15,7 +15,7 @@ import uuid
 import httpx
 import pytest
 
-from realtime.testing import LiveServer, PusherClient, free_port, signed_query
+from realtime.testing import LiveServer, PusherClient, TcpProxy, signed_query
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FAST_HEALTH = {
@@ -257,48 +257,6 @@ def test_dead_node_members_are_removed_once_within_the_bound():
             asyncio.run(scenario())
         finally:
             doomed.stop()
-
-
-class TcpProxy:
-    """A cuttable TCP proxy in front of Redis, to simulate Redis going away and coming back."""
-
-    def __init__(self, target_port: int = 6379) -> None:
-        self.port = free_port()
-        self.target_port = target_port
-        self.server: asyncio.AbstractServer | None = None
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
-
-    async def cut(self) -> None:
-        if self.server:
-            self.server.close()
-            await self.server.wait_closed()
-            self.server = None
-        for writer in self.writers:
-            writer.close()
-        self.writers.clear()
-
-    async def _handle(self, reader, writer) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self.writers += [writer, up_writer]
-
-        async def pipe(src, dst):
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (OSError, asyncio.CancelledError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 def test_publish_answers_503_while_redis_is_away_and_recovers():

@@ -191,3 +191,75 @@ class BatchSerializer(APISerializer):
             except serializers.ValidationError as exc:
                 raise serializers.ValidationError({"batch": {index: exc.detail}}) from None
         return pubs
+
+
+# -- history (http-api.md §7) -----------------------------------------------------------------------
+
+
+class ConfirmationSerializer(APISerializer):
+    """The confirmation fields shared by history reset and purge. Context: ``channel`` and
+    ``operation``; ``validated_data`` is the body with ``reason`` and ``requested_by`` checked."""
+
+    def to_internal_value(self, body: Any) -> dict:
+        if not isinstance(body, dict):
+            fail("non_field_errors", "Request body must be a JSON object")
+        channel, operation = self.context["channel"], self.context["operation"]
+        if body.get("confirm_channel") != channel:
+            fail("confirm_channel", "confirm_channel must equal the channel in the path")
+        if body.get("confirm_operation") != operation:
+            fail("confirm_operation", f"confirm_operation must be '{operation}'")
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            fail("reason", "reason must be a non-blank string")
+        requested_by = body.get("requested_by")
+        if requested_by is not None and not isinstance(requested_by, str):
+            fail("requested_by", "requested_by must be a string")
+        return {**body, "reason": reason, "requested_by": requested_by}
+
+
+PURGE_MODES = ("all", "before_serial", "before_time_ms")
+
+
+class PurgeSerializer(ConfirmationSerializer):
+    """Purge adds ``mode`` and, for the ``before_*`` modes, its bound (an integer)."""
+
+    def to_internal_value(self, body: Any) -> dict:
+        from history.query import InvalidQuery, parse_int
+
+        data = super().to_internal_value(body)
+        mode = data.get("mode")
+        if mode not in PURGE_MODES:
+            fail("mode", "mode must be all, before_serial or before_time_ms")
+        before_serial = before_time = None
+        try:
+            if mode == "before_serial":
+                before_serial = parse_int(data.get("before_serial"), "before_serial")
+                if before_serial is None:
+                    raise InvalidQuery("before_serial is required with mode before_serial")
+            elif mode == "before_time_ms":
+                before_time = parse_int(data.get("before_time_ms"), "before_time_ms")
+                if before_time is None:
+                    raise InvalidQuery("before_time_ms is required with mode before_time_ms")
+        except InvalidQuery as exc:
+            fail(str(mode), str(exc))
+        return {**data, "mode": mode, "before_serial": before_serial, "before_time_ms": before_time}
+
+
+class HistoryQuerySerializer(APISerializer):
+    """The history page's query parameters. Context: ``app``, ``channel`` and ``rules`` (the channel's
+    history policy); ``validated_data`` is the ``HistoryQuery``."""
+
+    def to_internal_value(self, params: Any) -> Any:
+        from history.query import HistoryQuery, InvalidQuery, parse_int
+
+        try:
+            return HistoryQuery.parse(
+                params,
+                app_id=self.app.id,
+                channel=self.context["channel"],
+                max_page_size=self.context["rules"].max_page_size,
+                attach_serial=parse_int(params.get("attach_serial"), "attach_serial"),
+                surface="http",
+            )
+        except InvalidQuery as exc:
+            fail("non_field_errors", str(exc))

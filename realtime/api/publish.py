@@ -37,7 +37,7 @@ class EventsView(AsyncSignedAPIView):
     serializer_class = EventSerializer
 
     async def publish(self, request: Any, app: Any, pub: broadcast.Publication) -> dict:
-        key = pub.idempotency_key or header_key(request)
+        key = pub.idempotency_key or header_key(request._request)
         if key is None:
             return _events_result(await broadcast.publish(await get_engine(), app, pub))
 
@@ -62,7 +62,7 @@ class BatchEventsView(AsyncSignedAPIView):
         return len(pubs)
 
     async def publish(self, request: Any, app: Any, pubs: list) -> dict:
-        key = header_key(request)
+        key = header_key(request._request)
         if key is None and not any(p.idempotency_key for p in pubs):
             return _batch_result(pubs, pubs, await _publish_all(await get_engine(), app, pubs))
 
@@ -91,6 +91,7 @@ def _batch_result(pubs: list, published: list, results: list) -> dict:
 
 
 def header_key(request: Any) -> str | None:
+    """``X-Idempotency-Key`` of the (Django or scope) request, if any."""
     key = request.META.get("HTTP_X_IDEMPOTENCY_KEY")
     if key is None:
         return None

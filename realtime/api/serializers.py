@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
+from rest_framework.fields import empty
 
 from realtime.broadcast import Publication
 from realtime.protocol import frames
@@ -42,15 +43,36 @@ def parse_info(raw: Any) -> frozenset[str]:
 
 
 class APISerializer(serializers.Serializer):
-    """A body serializer of the API: the app whose limits apply is ``context["app"]``; ``None`` is
-    validated like any other value (the serializer's own checks answer it)."""
+    """A body serializer of the API: the app whose limits apply is ``context["app"]``.
 
-    def validate_empty_values(self, data: Any) -> tuple[bool, Any]:
-        return False, data
+    A publish builds one per request. DRF's ``Field.__init__`` sets two dozen attributes and merges
+    the error messages of every class in the MRO each time, which cost as much as validating an
+    event; the first serializer of a class keeps its attributes as the class's prototype, and the
+    next ones start from a copy (only ``data`` and ``context`` differ between them)."""
+
+    def __init__(self, instance: Any = None, data: Any = empty, **kwargs: Any) -> None:
+        prototype = type(self).__dict__.get("_prototype")
+        if prototype is None or instance is not None or kwargs.keys() - {"context"}:
+            super().__init__(instance, data, **kwargs)
+            if prototype is None and instance is None and not kwargs.keys() - {"context"}:
+                fresh = dict(self.__dict__)
+                for per_request in ("_args", "_kwargs", "_context", "initial_data"):
+                    fresh.pop(per_request, None)
+                type(self)._prototype = fresh
+            return
+        self.__dict__.update(prototype)
+        self._context = kwargs.get("context", {})
+        if data is not empty:
+            self.initial_data = data
+
+    def run_validation(self, data: Any = empty) -> Any:
+        """``to_internal_value`` then ``validate``: these serializers declare no validators, and
+        ``None`` is a body like any other (their own checks answer it)."""
+        return self.validate(self.to_internal_value(data))
 
     @property
     def app(self) -> Any:
-        return self.context["app"]
+        return self._context["app"]
 
 
 class EventSerializer(APISerializer):

@@ -36,21 +36,17 @@ class AppRateThrottle(BaseThrottle):
     limit_field: str
     scope: str
     what: str  # "... per second exceeded" in the refusal
+    methods: tuple[str, ...]  # the requests it counts (``SignedAPIView.get_throttles``)
 
     def __init__(self) -> None:
         self.decision: Decision | None = None
         self.limit = 0
-
-    def applies(self, request: Any, view: Any) -> bool:
-        return True
 
     def cost(self, request: Any, view: Any) -> int:
         return 1
 
     def _counted(self, request: Any, view: Any) -> tuple[str, int, int] | None:
         """(key, limit, cost) of this request, or None when it is not limited."""
-        if not self.applies(request, view):
-            return None
         app = request.auth
         limit = getattr(app, self.limit_field, None)
         if not limit:
@@ -93,9 +89,7 @@ class BackendEventsThrottle(AppRateThrottle):
     limit_field = "max_backend_events_per_second"
     scope = "app_backend_events"
     what = "backend events"
-
-    def applies(self, request: Any, view: Any) -> bool:
-        return request.method == "POST"
+    methods = ("POST",)
 
     def cost(self, request: Any, view: Any) -> int:
         events = view.throttle_cost
@@ -111,9 +105,7 @@ class ReadRequestsThrottle(AppRateThrottle):
     limit_field = "max_read_requests_per_second"
     scope = "app_read_requests"
     what = "read requests"
-
-    def applies(self, request: Any, view: Any) -> bool:
-        return request.method == "GET"
+    methods = ("GET",)
 
 
 def _unavailable() -> errors.APIError:

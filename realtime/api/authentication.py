@@ -1,4 +1,4 @@
-"""Pusher request signing ("auth_version 1.0"): a DRF authentication class, and the same checks
+"""Pusher request signing ("auth_version 1.0"): a DRF authentication class, with an async variant
 for the async publish views.
 
 The string to sign uses the path as it arrived on the wire (``scope["raw_path"]``): the Python SDK
@@ -31,6 +31,10 @@ class SignedApp:
 
 
 class PusherSignatureAuthentication(BaseAuthentication):
+    """DRF's ``authenticate`` for the sync views (the app from the app manager, blocking), and
+    ``aauthenticate`` for the async publish views (on the event loop: the app comes from the
+    in-process cache, a miss is fetched in a worker thread). Both run ``verify_signature``."""
+
     def authenticate_header(self, request) -> str:
         return 'Pusher realm="api"'
 
@@ -42,12 +46,13 @@ class PusherSignatureAuthentication(BaseAuthentication):
         )
         return SignedApp(app), app
 
-
-async def authenticate_async(request) -> Any:
-    """The same checks for async views, on the event loop: the app comes from the in-process cache
-    (a miss is fetched in a worker thread)."""
-    params = signed_params(request)
-    return verify_signature(request, await get_app_manager().aget_by_key(params.get("auth_key", "")), params)
+    async def aauthenticate(self, request):
+        django_request = request._request
+        params = signed_params(django_request)
+        app = verify_signature(
+            django_request, await get_app_manager().aget_by_key(params.get("auth_key", "")), params
+        )
+        return SignedApp(app), app
 
 
 def signed_params(request) -> dict[str, str]:

@@ -1,10 +1,12 @@
 """HTTP API errors: one exception type with a stable ``code``, rendered as
 ``{"error": ..., "code": ..., "status": ...}`` by the DRF exception handler below (and by the async
-publish views, through ``envelope``)."""
+publish views, through ``envelope``). A serializer's ``ValidationError`` is rendered from its first
+error, whose code is the Pusher code (``VALIDATION_CODES`` gives its status)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -84,6 +86,25 @@ _DRF_CODES = {
 }
 
 
+# A serializer error's code -> (status, Pusher code); any other code is a 400 invalid_input.
+VALIDATION_CODES = {
+    "invalid_input": (400, "invalid_input"),
+    "limit_exceeded": (400, "limit_exceeded"),
+    "missing_channel_info": (400, "missing_channel_info"),
+    "payload_too_large": (413, "payload_too_large"),
+    "not_an_object": (422, "invalid_input"),
+}
+
+
+def first_error(detail: Any) -> exceptions.ErrorDetail | str:
+    """The first message of a ``ValidationError``'s detail (nested dicts and lists, in order)."""
+    while isinstance(detail, dict | list):
+        if not detail:
+            return "Invalid input."
+        detail = next(iter(detail.values())) if isinstance(detail, dict) else detail[0]
+    return detail
+
+
 def envelope(exc: Exception) -> tuple[int, dict, dict[str, str]]:
     """(status, body, headers) of any API error, expected or not; 5xx never leak details."""
 
@@ -91,6 +112,10 @@ def envelope(exc: Exception) -> tuple[int, dict, dict[str, str]]:
         exc = service_unavailable("The cluster backend is unavailable; nothing was published")
     if isinstance(exc, APIError):
         return exc.status_code, body(exc.status_code, exc.error_code, exc.message), exc.headers
+    if isinstance(exc, exceptions.ValidationError):
+        error = first_error(exc.detail)
+        status, code = VALIDATION_CODES.get(getattr(error, "code", None), (400, "invalid_input"))
+        return status, body(status, code, str(error)), {}
     for cls, (status, code) in _DRF_CODES.items():
         if isinstance(exc, cls):
             return status, body(status, code, str(exc.detail)), {}

@@ -7,7 +7,8 @@
 * Per app, when the app sets ``max_backend_events_per_second`` (publish routes, counted per event)
   or ``max_read_requests_per_second`` (GET routes): ``429 rate_limited`` in the error envelope.
   Upstream stores these fields without enforcing them; we enforce them, over 1-second windows,
-  whether or not the per-IP limiter is switched on.
+  whether or not the per-IP limiter is switched on. These are DRF throttles on the API's views
+  (``realtime.api.throttles``).
 
 A counter store that does not answer fails closed with ``503 service_unavailable`` and
 ``Retry-After: 1`` (upstream answers 500; in a cluster the store is the same Redis as the adapter, and
@@ -24,16 +25,12 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse
 
-from realtime.api import errors
 from realtime.conf import server_settings
 from realtime.ratelimit import client_ip, get_limiter
 from realtime.ratelimit.base import Decision, RateLimiterUnavailable
 
 TOO_MANY = {"error": "Too Many Requests", "message": "Rate limit exceeded. Please try again later."}
 BACKEND_DOWN = {"error": "Rate limiter backend unavailable.", "code": "service_unavailable", "status": 503}
-
-# Per-app limits are "per second" (operations.md §1.2).
-APP_WINDOW = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,53 +142,3 @@ def _with_headers(response: HttpResponse, decision: Decision) -> HttpResponse:
     for name, value in decision.headers().items():
         response.setdefault(name, value)
     return response
-
-
-# -- per-app limits: reads from the DRF views (in their worker thread), publishes on the loop -----
-
-
-async def acheck_backend_events(app: Any, events: int) -> None:
-    """Count ``events`` published through the API against the app's ``max_backend_events_per_second``
-    (on the event loop: the counter store is asked without blocking it)."""
-
-    limit = getattr(app, "max_backend_events_per_second", None)
-    if not limit:
-        return
-    if events > limit:
-        # It would be refused in every window; retrying cannot help, so this is not a 429.
-        raise errors.limit_exceeded(
-            f"{events} events in one request exceed the app's limit of {limit} backend events per second"
-        )
-    try:
-        decision = await get_limiter().ahit(f"app_backend_events:{app.id}", limit, APP_WINDOW, events)
-    except RateLimiterUnavailable:
-        raise _unavailable() from None
-    _refuse_unless_allowed(decision, limit, "backend events")
-
-
-def check_read_request(app: Any) -> None:
-    """Count one read (GET) against the app's ``max_read_requests_per_second``."""
-    limit = getattr(app, "max_read_requests_per_second", None)
-    if limit:
-        _check(f"app_read_requests:{app.id}", limit, 1, "read requests")
-
-
-def _check(key: str, limit: int, cost: int, what: str) -> None:
-    try:
-        decision = get_limiter().hit(key, limit, APP_WINDOW, cost)
-    except RateLimiterUnavailable:
-        raise _unavailable() from None
-    _refuse_unless_allowed(decision, limit, what)
-
-
-def _refuse_unless_allowed(decision: Decision, limit: int, what: str) -> None:
-
-    if not decision.allowed:
-        raise errors.rate_limited(
-            f"Rate limit of {limit} {what} per second exceeded for this app", decision.headers()
-        )
-
-
-def _unavailable() -> Exception:
-
-    return errors.service_unavailable("Rate limiter backend unavailable.")

@@ -1,12 +1,23 @@
-"""The Pusher-compatible HTTP API's reads and commands (DRF views). Each view authenticates with the
-Pusher signature, validates, then runs its engine work on the event loop through
-``realtime.api.bridge.on_loop``. Publishing has async views of its own (``publish.py``)."""
+"""The Pusher-compatible HTTP API's views (DRF). Each view authenticates with the Pusher signature
+(``PusherSignatureAuthentication``), counts the app's per-app limits (``throttles``), validates, then
+runs its engine work on the event loop.
+
+``SignedAPIView`` is the sync base (reads and commands, in a worker thread, engine work through
+``realtime.api.bridge.on_loop``). ``AsyncSignedAPIView`` is the base of the publish views, which answer
+a POST on the event loop from start to finish: ``respond`` runs the same authentication classes,
+serializer and throttles, then the view's ``publish``, and renders the JSON answer or the error
+envelope. Django's request cycle reaches ``respond`` through ``dispatch``; our server's fast
+transport (``realtime.server.fast_publish``) calls it directly on a request built from the ASGI scope.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse
+from rest_framework import exceptions
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,11 +25,15 @@ from rest_framework.views import APIView
 from realtime.api import errors
 from realtime.api.authentication import PusherSignatureAuthentication, read_body
 from realtime.api.bridge import on_loop
-from realtime.api.limits import check_read_request
-from realtime.api.validation import parse_info, parse_json
+from realtime.api.serializers import parse_info
+from realtime.api.throttles import BackendEventsThrottle, ReadRequestsThrottle
+from realtime.api.validation import parse_json
 from realtime.node import broadcast
 from realtime.protocol import errors as protocol_errors
 from realtime.protocol.channels import kind_of, validate_name
+
+JSON = "application/json"
+_RENDERER = JSONRenderer()
 
 
 def json_body(request: HttpRequest) -> Any:
@@ -29,12 +44,29 @@ def json_body(request: HttpRequest) -> Any:
 class SignedAPIView(APIView):
     authentication_classes = [PusherSignatureAuthentication]
     permission_classes: list = []
+    throttle_classes: list = [ReadRequestsThrottle]
+    throttle_cost = 1  # what this request counts against a throttle that counts events
 
-    def initial(self, request: Request, *args, **kwargs) -> None:
-        super().initial(request, *args, **kwargs)
-        request.user  # noqa: B018 - authenticate eagerly so a bad signature fails before parsing
-        if request.method == "GET":
-            check_read_request(self.app(request))  # the app's max_read_requests_per_second
+    def get_throttles(self) -> list:
+        """The throttles that count this request's method (a throttle class lists them in ``methods``)."""
+        method = self.request.method
+        return [
+            throttle()
+            for throttle in self.throttle_classes
+            if method in getattr(throttle, "methods", (method,))
+        ]
+
+    def check_throttles(self, request: Request) -> None:
+        """The first throttle that refuses answers (its own 429, see ``throttled``)."""
+        for throttle in self.get_throttles():
+            if not throttle.allow_request(request, self):
+                self.throttled(request, throttle.wait(), throttle)
+
+    def throttled(self, request: Request, wait: float | None, throttle: Any = None) -> None:
+        refusal = getattr(throttle, "refusal", None)
+        if refusal is not None:
+            raise refusal()
+        super().throttled(request, wait)
 
     @staticmethod
     def app(request: Request):
@@ -50,6 +82,90 @@ class SignedAPIView(APIView):
         if reason:
             raise errors.invalid_input(reason)
         return channel
+
+
+class AsyncSignedAPIView(SignedAPIView):
+    """A POST view that runs on the event loop. Subclasses set ``serializer_class`` (its
+    ``validated_data`` goes to ``publish``) and write ``publish``; ``throttle_cost`` of a request is
+    ``events_in(validated_data)``. Any other method takes DRF's sync cycle in a worker thread
+    (authenticate, then 405)."""
+
+    serializer_class: type
+    throttle_classes: list = [ReadRequestsThrottle, BackendEventsThrottle]
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if request.method == "POST":
+            return self.post(request, *args, **kwargs)
+        return sync_to_async(super().dispatch)(request, *args, **kwargs)
+
+    async def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        status, body, headers = await self.respond(request)
+        response = HttpResponse(body, status=status, content_type=JSON)
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
+    async def respond(self, request: HttpRequest) -> tuple[int, bytes, dict[str, str]]:
+        """Answer a POST: (status, JSON body, headers), errors included. In order: signature,
+        body, serializer, throttles, then ``publish``."""
+        drf_request = Request(request, authenticators=self.get_authenticators())
+        self.request = drf_request
+        try:
+            await self.aperform_authentication(drf_request)
+            app = drf_request.auth
+            serializer = self.get_serializer(data=json_body(request), context={"app": app})
+            serializer.is_valid(raise_exception=True)
+            validated = serializer.validated_data
+            self.throttle_cost = self.events_in(validated)
+            await self.acheck_throttles(drf_request)
+            return 200, _RENDERER.render(await self.publish(drf_request, app, validated)), {}
+        except Exception as exc:  # noqa: BLE001 - every error becomes the envelope (5xx logged there)
+            status, payload, headers = errors.envelope(exc)
+            return status, _RENDERER.render(payload), headers
+        finally:
+            # DRF's Request refers to itself through ``parser_context``; no parser reads it here.
+            # Without the cycle, reference counting frees each publish's request graph (9 objects)
+            # at once instead of leaving it to the cyclic GC.
+            drf_request.parser_context.pop("request", None)
+
+    def get_serializer(self, *args: Any, **kwargs: Any) -> Any:
+        return self.serializer_class(*args, **kwargs)
+
+    def events_in(self, validated: Any) -> int:
+        return 1
+
+    async def publish(self, request: Request, app: Any, validated: Any) -> dict:
+        raise NotImplementedError
+
+    async def aperform_authentication(self, request: Request) -> None:
+        """DRF's ``Request._authenticate`` on the loop: an authenticator's ``aauthenticate`` when it
+        has one (``PusherSignatureAuthentication`` does), else its ``authenticate`` in a thread."""
+        for authenticator in request.authenticators:
+            aauthenticate = getattr(authenticator, "aauthenticate", None)
+            try:
+                if aauthenticate is not None:
+                    user_auth = await aauthenticate(request)
+                else:
+                    user_auth = await sync_to_async(authenticator.authenticate)(request)
+            except exceptions.APIException:
+                request._not_authenticated()
+                raise
+            if user_auth is not None:
+                request._authenticator = authenticator
+                request.user, request.auth = user_auth
+                return
+        request._not_authenticated()
+
+    async def acheck_throttles(self, request: Request) -> None:
+        """``check_throttles`` on the loop: a throttle's ``aallow_request`` when it has one."""
+        for throttle in self.get_throttles():
+            aallow = getattr(throttle, "aallow_request", None)
+            if aallow is not None:
+                allowed = await aallow(request, self)
+            else:
+                allowed = await sync_to_async(throttle.allow_request)(request, self)
+            if not allowed:
+                self.throttled(request, throttle.wait(), throttle)
 
 
 class ChannelsView(SignedAPIView):

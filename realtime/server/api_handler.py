@@ -10,7 +10,7 @@ afterwards); this handler lends each request a single-thread executor from a poo
 request still runs its sync code on one thread of its own but no thread is started per request.
 
 Publishes (``POST /apps/{id}/events`` and ``/batch_events``) skip Django's request cycle altogether
-(``publish_asgi``): their views never use the database or a thread, so they need neither the
+(``realtime.server.fast_publish``): their views never use the database or a thread, so they need neither the
 request signals (which close stale database connections, a thread hop each), nor an executor, nor
 Django's request and response objects; the same middleware still runs around them.
 """

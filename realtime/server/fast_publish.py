@@ -3,10 +3,11 @@
 ``POST /apps/{id}/events`` and ``/batch_events`` are the API's hot path. Through Django's handler a
 publish builds an ``HttpRequest`` (a META entry per header), resolves the URL, enters a
 thread-sensitive context, then builds, renders and writes an ``HttpResponse``: together more CPU
-than the publish itself (py-spy). Here the routes' own view code (``publish.respond``) and the
-API's middleware (the same classes, loaded by Django's loader, so the per-IP limit, the
-django-prometheus series and the per-app byte counts are those of every other API call) run on a
-request object that holds what they read and no more.
+than the publish itself (py-spy). Here the API's middleware (the same classes, loaded by Django's
+loader, so the per-IP limit, the django-prometheus series and the per-app byte counts are those of
+every other API call) and the route's own DRF view class (``AsyncSignedAPIView.respond``: its
+authentication, serializer, throttles and publish) run on a request object that holds what they
+read and no more. This module is only a transport: it checks, validates and counts nothing itself.
 """
 
 from __future__ import annotations
@@ -18,27 +19,30 @@ from typing import Any
 
 from django.conf import settings
 from django.core.handlers.base import BaseHandler
+from django.http import HttpRequest
 from django.urls import Resolver404, resolve
 from django.utils.log import log_response
 
-from realtime.api import publish
+from realtime.api.views import AsyncSignedAPIView
 
 # The publish routes of ``urls.py``; the view's name comes from the URLconf itself.
 ROUTE = re.compile(r"^/apps/[^/]+/(batch_events|events)/?$")
 
 
-class ScopeRequest:
+class ScopeRequest(HttpRequest):
     """What the publish views and the API middleware read from a request, taken from the scope.
 
-    ``META`` holds the query string, the client address and the headers as Django names them
-    (``HTTP_X_FORWARDED_FOR``, ``CONTENT_LENGTH`` ...); the middleware may add attributes.
+    An ``HttpRequest`` (DRF's ``Request`` wraps only those) whose ``__init__`` builds none of the
+    query, cookie and upload state the publish views never read. ``META`` holds the query string,
+    the client address and the headers as Django names them (``HTTP_X_FORWARDED_FOR``,
+    ``CONTENT_LENGTH`` ...); the middleware may add attributes.
     """
 
     def __init__(self, scope: dict, body: bytes, resolver_match: Any) -> None:
         self.scope = scope
         self.method = scope["method"]
         self.path = self.path_info = scope["path"]
-        self.body = body
+        self._body = body
         self.resolver_match = resolver_match
         self.auth = None
         client = scope.get("client")
@@ -116,14 +120,16 @@ class JSONAnswer:
 
 
 class _Route:
-    """The part of Django's ``ResolverMatch`` the metrics read, resolved once per route."""
+    """The part of Django's ``ResolverMatch`` the metrics read, and the route's view class,
+    resolved once per route."""
 
-    __slots__ = ("view_name", "func", "view")
+    __slots__ = ("view_name", "func", "view_class", "initkwargs")
 
     def __init__(self, match: Any) -> None:
         self.view_name = match.view_name
         self.func = match.func
-        self.view = match.func.publish_view
+        self.view_class = match.func.view_class
+        self.initkwargs = match.func.view_initkwargs
 
 
 class PublishServer(BaseHandler):
@@ -175,7 +181,9 @@ class PublishServer(BaseHandler):
                 answer = await answer
             if answer is not None:
                 return answer
-        return JSONAnswer(*await publish.respond(route.view, request))
+        view = route.view_class(**route.initkwargs)
+        view.setup(request)
+        return JSONAnswer(*await view.respond(request))
 
 
 def _resolve(path: str) -> _Route | None:
@@ -185,7 +193,8 @@ def _resolve(path: str) -> _Route | None:
         match = resolve(path)
     except Resolver404:
         return None
-    if getattr(match.func, "publish_view", None) is None:
+    view_class = getattr(match.func, "view_class", None)
+    if not (isinstance(view_class, type) and issubclass(view_class, AsyncSignedAPIView)):
         return None
     return _Route(match)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from apps_admin.managers import get_app_manager
+from history import db
 from history.policy import retention
 from history.records import Retention
 from history.store import get_store
@@ -29,15 +31,39 @@ def purge_once(store=None) -> int:
 
 
 async def purge_forever(interval: float | None = None, store=None) -> None:
-    """Run retention passes until cancelled (start it as a background task of the server)."""
-    from asgiref.sync import sync_to_async
+    """Run retention passes until cancelled (start it as a background task of the server).
 
+    Each pass is one unit of work on a worker thread (``HistoryStore.run_unit``): a connection the
+    database dropped is discarded, so passes resume as soon as the database is back. A failing pass
+    is logged once (then once a minute) and when passes succeed again; both are counted
+    (``sockudo_history_retention_passes_total``)."""
     interval = float(interval or server_settings().HISTORY_PURGE_INTERVAL_SECONDS)
+    failing = 0
+    last_logged = 0.0
     while True:
         await asyncio.sleep(interval)
+        target = store or get_store()
         try:
-            purged = await sync_to_async(purge_once, thread_sensitive=False)(store)
-            if purged:
-                log.info("history retention removed %d messages", purged)
-        except Exception:
-            log.exception("history retention pass failed")
+            purged = await target.apurge_expired(retention_for)
+        except Exception as exc:
+            db.count("retention_failed")
+            failing += 1
+            now = time.monotonic()
+            if failing == 1:
+                log.warning("history retention pass failed: reason=%s", _reason(exc), exc_info=exc)
+                last_logged = now
+            elif now - last_logged >= 60:
+                log.warning("history retention still failing (%d passes): reason=%s", failing, _reason(exc))
+                last_logged = now
+            continue
+        db.count("retention_ok")
+        if failing:
+            log.warning("history retention passes work again after %d failed", failing)
+            failing = 0
+        if purged:
+            log.info("history retention removed %d messages", purged)
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}"

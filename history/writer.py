@@ -7,11 +7,23 @@ is being committed the next one fills, so under load batches grow instead of rou
 up. Batches commit one after the other, in order, so rows land in publish order.
 
 Guarantees: ``write`` returns only after the record's batch committed; if the batch fails, every
-caller of that batch gets ``HistoryWriteFailed``. (The serials of a failed batch are then missing
-from the stream: readers see the hole and ``range_after`` refuses to recover across it. The stream
-is not marked degraded for it, so one database blip does not need an operator's reset.) More than
-``capacity`` waiting records refuse new writes at once (``HistoryBackpressure``) instead of
-queueing without bound.
+caller of that batch gets ``HistoryWriteFailed``. More than ``capacity`` waiting records refuse new
+writes at once (``HistoryBackpressure``) instead of queueing without bound.
+
+Failed writes and serials: a publish whose write failed is answered with an error and delivered to
+nobody, so its serial can be given back to the sequencer (``Sequencer.release``, done by the publish
+pipeline) as long as no later serial of the channel was taken. To make that hold within a node, a
+batch that failed on a connection error also fails the records of the same channels queued behind
+it (the database is down: they would fail too, and one of them committing would fix the hole in
+place), and callers learn of failures newest serial first, so each give-back finds its serial at the
+head. ``HistoryWriteFailed.may_be_stored`` is set when the failure does not prove the rows absent
+(a unique-position conflict): those serials are never given back. (Holes that remain, e.g. when
+another node of a cluster took a later serial meanwhile, are visible to readers: ``complete`` is
+false and ``range_after`` refuses to recover across them. The stream is not marked degraded for it,
+so one database blip does not need an operator's reset.)
+
+The writer thread gives each batch Django's request-cycle connection hygiene (``history.db``): an
+unusable or expired connection is closed before the batch, a broken one after a failure.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from history import db
 from history.records import HistoryRecord
 from history.store import get_store
 from realtime.conf import server_settings
@@ -33,6 +46,9 @@ log = logging.getLogger(__name__)
 
 class HistoryWriteFailed(Exception):
     """The batch holding this record was not committed."""
+
+    #: True when the rows might exist after all (a position conflict): keep the serial used.
+    may_be_stored = False
 
 
 class HistoryBackpressure(HistoryWriteFailed):
@@ -60,6 +76,7 @@ class GroupCommitWriter:
         self._records = 0
         self._max_size = 0
         self._failed = 0
+        self._failed_records = 0
 
     # -- public API ----------------------------------------------------------------------------
     async def write(self, record: HistoryRecord) -> None:
@@ -92,6 +109,7 @@ class GroupCommitWriter:
                 "mean_batch_size": self._records / self._batches if self._batches else 0.0,
                 "max_batch_size": self._max_size,
                 "failed_batches": self._failed,
+                "failed_records": self._failed_records,
                 "queue_depth": len(self._pending),
             }
 
@@ -134,33 +152,56 @@ class GroupCommitWriter:
             try:
                 await loop.run_in_executor(self._executor, self._commit, records)
             except Exception as exc:  # every caller of the batch learns that it failed
-                log.warning("history batch of %d records failed: %s", len(records), exc)
-                for _r, future in batch:
+                behind = self._fail_behind(batch) if db.is_connection_error(exc) else []
+                log.warning(
+                    "history batch of %d records failed (%d queued records of its channels failed with it): %s",
+                    len(records),
+                    len(behind),
+                    exc,
+                )
+                stored = _maybe_stored(exc)
+                # Newest serial first, so each caller's give-back finds its serial at the head.
+                for _r, future in sorted([*batch, *behind], key=lambda item: -item[0].serial):
                     if not future.done():
                         error = HistoryWriteFailed(f"history write failed: {exc}")
                         error.__cause__ = exc
+                        error.may_be_stored = stored
                         future.set_exception(error)
             else:
                 for _r, future in batch:
                     if not future.done():
                         future.set_result(None)
 
+    def _fail_behind(self, batch: list[tuple[HistoryRecord, asyncio.Future]]) -> list:
+        """Take the queued records of the failed batch's channels out of the queue (they fail too)."""
+        channels = {(r.app_id, r.channel) for r, _f in batch}
+        behind = [item for item in self._pending if (item[0].app_id, item[0].channel) in channels]
+        if behind:
+            self._pending = [
+                item for item in self._pending if (item[0].app_id, item[0].channel) not in channels
+            ]
+            with self._stats_lock:
+                self._failed_records += len(behind)
+        return behind
+
     def _commit(self, records: list[HistoryRecord]) -> None:
         """In the writer thread: one atomic append of the whole batch. The thread keeps its database
         connection between batches; when that connection broke (server restart, idle timeout) the
         batch is retried once on a fresh one. (Had the lost transaction committed after all, the retry
         fails on the unique positions and the callers get the error: never a duplicate row.)"""
+        _discard_unusable()
         try:
             try:
                 self.store.append(records)
             except Exception as exc:
-                if not _is_connection_error(exc):
+                if not db.is_connection_error(exc):
                     raise
                 _close_connections()
                 self.store.append(records)
         except Exception:
             with self._stats_lock:
                 self._failed += 1
+                self._failed_records += len(records)
             _close_connections()
             raise
         with self._stats_lock:
@@ -169,12 +210,25 @@ class GroupCommitWriter:
             self._max_size = max(self._max_size, len(records))
 
 
-def _is_connection_error(exc: Exception) -> bool:
+def _maybe_stored(exc: BaseException) -> bool:
+    """A unique-position conflict: the rows (or others at those positions) exist."""
     try:
-        from django.db import InterfaceError, OperationalError
+        from django.db import IntegrityError
     except ImportError:  # pragma: no cover - stores without Django
         return False
-    return isinstance(exc, InterfaceError | OperationalError)
+    return isinstance(exc, IntegrityError)
+
+
+def _discard_unusable() -> None:
+    """Before a batch, as Django does before a request: close the writer thread's connections that
+    broke (an error occurred) or outlived ``CONN_MAX_AGE``."""
+    try:
+        from django.db import connections
+    except ImportError:  # pragma: no cover - stores without Django
+        return
+    for conn in connections.all(initialized_only=True):
+        with contextlib.suppress(Exception):
+            db.discard_if_unusable(conn.alias)
 
 
 def _close_connections() -> None:
@@ -183,7 +237,8 @@ def _close_connections() -> None:
     try:
         from django.db import connections
 
-        connections.close_all()
+        for conn in connections.all(initialized_only=True):
+            db.discard(conn.alias)
     except Exception:  # noqa: S110 - best effort only
         pass
 

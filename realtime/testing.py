@@ -144,6 +144,7 @@ class LiveServer:
         secret: str = "app-secret",
         database: bool = True,
         args: tuple[str, ...] = (),
+        database_url: str | None = None,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
@@ -154,7 +155,8 @@ class LiveServer:
             **os.environ,
             "PORT": str(self.port),
             "HOST": self.host,
-            "DATABASE_URL": self._database_url(),
+            # ``database_url``: a database the caller owns (e.g. PostgreSQL behind a ``TcpProxy``).
+            "DATABASE_URL": database_url or self._database_url(),
             "APP_MANAGER_DRIVER": "database" if database else "static",
             "SOCKUDO_DEFAULT_APP_ID": app_id,
             "SOCKUDO_DEFAULT_APP_KEY": key,

@@ -520,7 +520,7 @@ class Spy:
         if self.gate is not None:
             self.gate.wait(10)
         if self.fail:
-            raise RuntimeError("database is down")
+            raise getattr(self, "error", None) or RuntimeError("database is down")
         self.inner.append(records)
         self.batches.append([r.serial for r in records])
         self.committed.update(r.serial for r in records)
@@ -646,6 +646,58 @@ def test_a_broken_connection_is_retried_once(store, where):
     writer.close()
 
 
+def test_failed_writes_give_their_serials_back_newest_first(where):
+    """A database outage: the batch in the writer thread fails on a connection error, the records of
+    its channel queued behind it fail with it, callers learn newest first, and each gives its serial
+    back: the next publish takes the serial after the last stored one (no hole)."""
+    import threading
+
+    from django.db import OperationalError
+
+    from history.records import Position
+    from history.sequencer.local import LocalSequencer
+    from history.store.memory import MemoryStore
+    from history.writer import GroupCommitWriter, HistoryWriteFailed
+
+    gate = threading.Event()
+    spy = Spy(MemoryStore(), gate=gate)
+    writer = GroupCommitWriter(spy, max_batch=4, max_delay_ms=0)
+    sequencer = LocalSequencer()
+    other = (where[0], where[1] + "-other")
+
+    async def publish(channel: tuple[str, str]) -> int | None:
+        position = await sequencer.next(*channel)
+        try:
+            await writer.write(record(*channel, position.stream_id, position.serial))
+        except HistoryWriteFailed as exc:
+            assert not exc.may_be_stored
+            await sequencer.release(*channel, Position(position.stream_id, position.serial))
+            return None
+        return position.serial
+
+    async def body() -> tuple[list, list]:
+        spy.fail = False
+        assert await publish(where) == 1
+        spy.fail = True
+        spy.error = OperationalError("server closed the connection unexpectedly")
+        batch = [asyncio.ensure_future(publish(where)) for _ in range(4)]
+        await asyncio.sleep(0.05)  # the first batch is in the (blocked) writer thread
+        behind = [asyncio.ensure_future(publish(where)) for _ in range(6)]
+        bystander = asyncio.ensure_future(publish(other))
+        await asyncio.sleep(0)
+        gate.set()
+        failed = await asyncio.gather(*batch, *behind)
+        spy.fail = False
+        return failed, [await bystander, await publish(where)]
+
+    failed, (bystander, after) = asyncio.run(body())
+    assert failed == [None] * 10
+    assert bystander is None or bystander == 1  # another channel's record is not failed for it
+    assert after == 2, "a failed write left a hole in the stream"
+    assert writer.stats()["failed_records"] >= 10
+    writer.close()
+
+
 def test_a_full_queue_refuses_writes_instead_of_growing():
     import threading
 
@@ -674,6 +726,8 @@ def test_a_full_queue_refuses_writes_instead_of_growing():
 
 
 async def _exercise_sequencer(seq, app_id: str, channel: str) -> None:
+    from history.records import Position
+
     first = await seq.current(app_id, channel)
     assert first.serial == 0
     got = [await seq.next(app_id, channel) for _ in range(5)]
@@ -682,6 +736,12 @@ async def _exercise_sequencer(seq, app_id: str, channel: str) -> None:
     assert await seq.current(app_id, channel) == (first.stream_id, 5)
     many = await asyncio.gather(*(seq.next(app_id, channel) for _ in range(200)))
     assert sorted(p.serial for p in many) == list(range(6, 206))
+    # A serial is given back only while it is the newest taken on its stream.
+    taken = await seq.next(app_id, channel)
+    assert not await seq.release(app_id, channel, Position(taken.stream_id, taken.serial - 1))
+    assert not await seq.release(app_id, channel, Position("another-stream", taken.serial))
+    assert await seq.release(app_id, channel, taken)
+    assert await seq.next(app_id, channel) == taken
     new_stream = await seq.reset(app_id, channel)
     assert new_stream != first.stream_id
     assert await seq.next(app_id, channel) == (new_stream, 1)

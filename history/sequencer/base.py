@@ -4,8 +4,9 @@ Guarantees every driver gives (tests/test_history_store.py checks them over ever
 
 * ``next`` returns a serial strictly greater than every serial returned before for the same
   (app, channel) and stream, starting at 1 on a new stream, in every process sharing the driver's
-  backend (one process for ``local``, the whole cluster for ``redis``). Serials are never reused
-  within a stream; a serial may be skipped when a caller fails after taking it.
+  backend (one process for ``local``, the whole cluster for ``redis``). A serial is reused only
+  after ``release`` gave it back (its message was never stored nor delivered), which succeeds only
+  while it is still the newest one taken; otherwise a failed caller leaves it skipped.
 * The stream id stays the same until ``reset`` (or the loss of the backend's state, which is
   continuity lost: a new stream id, never old serials again under the old id).
 * A channel seen for the first time is initialised from the durable history head when a
@@ -42,6 +43,12 @@ class Sequencer:
     async def current(self, app_id: str, channel: str) -> Position:
         """The newest reserved position (serial 0 when none yet); initialises the stream if needed."""
         raise NotImplementedError
+
+    async def release(self, app_id: str, channel: str, position: Position) -> bool:
+        """Give back ``position`` (from ``next``) whose message was neither stored nor delivered:
+        when it is still the channel's newest (same stream, nothing taken after it), the next
+        ``next`` returns it again. Returns whether it was given back."""
+        return False
 
     async def reset(self, app_id: str, channel: str) -> str:
         """Start a new stream for the channel (serials restart at 1); returns its id."""

@@ -48,6 +48,14 @@ class LocalSequencer(Sequencer):
             stream = self._streams[key]
             return Position(stream.stream_id, stream.serial)
 
+    async def release(self, app_id: str, channel: str, position: Position) -> bool:
+        with self._lock:
+            stream = self._streams.get((app_id, channel))
+            if stream is None or stream.stream_id != position.stream_id or stream.serial != position.serial:
+                return False
+            stream.serial -= 1
+            return True
+
     async def reset(self, app_id: str, channel: str) -> str:
         stream_id = new_stream_id()
         with self._lock:

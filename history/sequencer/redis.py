@@ -38,6 +38,15 @@ end
 return {stream, serial}
 """
 
+# KEYS[1] = the channel's hash; ARGV[1], ARGV[2] = stream id and serial to give back. Decrements
+# the serial only while it is still that stream's newest; returns 1 when it did.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'stream') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'serial') ~= ARGV[2] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'serial', -1)
+return 1
+"""
+
 
 class RedisSequencer(Sequencer):
     def __init__(
@@ -51,24 +60,24 @@ class RedisSequencer(Sequencer):
         self.url = url
         self.prefix = prefix
         # redis.asyncio connections belong to the loop that opened them: one client per loop.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any, Any]] = (
             weakref.WeakKeyDictionary()
         )
 
     def _key(self, app_id: str, channel: str) -> str:
         return f"{self.prefix}seq:{app_id}:{channel}"
 
-    def _client(self) -> tuple[Any, Any]:
+    def _client(self) -> tuple[Any, Any, Any]:
         loop = asyncio.get_running_loop()
         pair = self._clients.get(loop)
         if pair is None:
             client = async_client(self.url, decode_responses=True, health_check_interval=10)
-            pair = (client, client.register_script(_NEXT))
+            pair = (client, client.register_script(_NEXT), client.register_script(_RELEASE))
             self._clients[loop] = pair
         return pair
 
     async def _run(self, app_id: str, channel: str, take: bool) -> Position:
-        _client, script = self._client()
+        _client, script, _release = self._client()
         key = self._key(app_id, channel)
         flag = "1" if take else "0"
         result = await script(keys=[key], args=[flag])
@@ -83,8 +92,13 @@ class RedisSequencer(Sequencer):
     async def current(self, app_id: str, channel: str) -> Position:
         return await self._run(app_id, channel, take=False)
 
+    async def release(self, app_id: str, channel: str, position: Position) -> bool:
+        _client, _script, release = self._client()
+        key = self._key(app_id, channel)
+        return bool(await release(keys=[key], args=[position.stream_id, str(position.serial)]))
+
     async def reset(self, app_id: str, channel: str) -> str:
-        client, _script = self._client()
+        client, _script, _release = self._client()
         stream_id = new_stream_id()
         await client.hset(self._key(app_id, channel), mapping={"stream": stream_id, "serial": 0})
         return stream_id

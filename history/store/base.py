@@ -357,9 +357,16 @@ class HistoryStore:
                     purged += self.purge(app_id, channel, before_serial=floor).purged_messages
         return purged
 
+    # -- units of work -------------------------------------------------------------------------
+    def run_unit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one blocking unit of store work outside a request (a worker thread, the writer, the
+        retention loop). Drivers with connections discard broken ones here, as Django's request
+        cycle does for views (see ``history.db``); the base just calls ``fn``."""
+        return fn(*args, **kwargs)
+
     # -- coroutine wrappers (run the blocking calls off the event loop) -------------------------
     async def _offload(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
+        return await sync_to_async(self.run_unit, thread_sensitive=False)(fn, *args, **kwargs)
 
     async def ahead(self, app_id: str, channel: str) -> Position | None:
         return await self._offload(self.head, app_id, channel)
@@ -377,6 +384,9 @@ class HistoryStore:
 
     async def afind_by_key(self, app_id: str, channel: str, key: str) -> StoredMessage | None:
         return await self._offload(self.find_by_key, app_id, channel, key)
+
+    async def apurge_expired(self, retention_for: Callable[[str, str], Retention | None]) -> int:
+        return await self._offload(self.purge_expired, retention_for)
 
 
 def _retained_fields(retained: Retained) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from django.db import transaction
 from django.db.models import Count, Max, Min, Sum
 
+from history import db
 from history.models import HistoryMessage, HistoryStream
 from history.records import HistoryRecord, PurgeResult, ResetResult, Retained, StoredMessage, StreamInfo
 from history.store.base import HEALTHY, HistoryStore
@@ -42,6 +43,10 @@ class OrmStore(HistoryStore):
     def __init__(self, using: str = "default") -> None:
         self.using = using
         self._known: set[tuple[str, str, str]] = set()
+
+    def run_unit(self, fn, *args, **kwargs):
+        # Outside a request nothing else discards a broken connection (history.db).
+        return db.unit_of_work(self.using, fn, *args, **kwargs)
 
     def _messages(self):
         return HistoryMessage.objects.using(self.using)

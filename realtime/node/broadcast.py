@@ -7,12 +7,13 @@ collect the ``info`` the caller asked for.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from history.policy import history_enabled as enabled
-from history.records import HistoryRecord
+from history.records import HistoryRecord, Position
 from history.writer import get_writer
 from realtime.cluster.base import AdapterUnavailable
 from realtime.protocol import frames
@@ -53,7 +54,7 @@ async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[
     for channel in pub.channels:
         text = frames.encode(pub.name, pub.data, channel)
         extras = pub.shown_extras
-        identity = None if pub.ephemeral else await engine.identity(app, channel, pub.message_id)
+        identity = None if pub.ephemeral else await _identity(engine, app, channel, pub.message_id)
         if identity is not None:
             message_id, stream_id, serial = identity
             v2 = frames.encode_v2(
@@ -69,7 +70,7 @@ async def publish(engine: Engine, app: App, pub: Publication) -> dict[str, dict[
             frame = OutFrame(text, v2, position=identity)
             if history_enabled(app, channel):
                 # Acknowledged only once durable: the writer commits concurrent publishes together.
-                await write_history(app, channel, pub, frame, identity)
+                await write_history(engine, app, channel, pub, frame, identity)
             engine.remember(app, channel, frame)
             receipts[channel] = {"acknowledgement_id": message_id}
         elif pub.tags or extras or pub.message_id:
@@ -101,7 +102,18 @@ def history_enabled(app: App, channel: str) -> bool:
     return enabled(app, channel)
 
 
-async def write_history(app: App, channel: str, pub: Publication, frame: OutFrame, identity: tuple) -> None:
+async def _identity(engine: Engine, app: App, channel: str, message_id: str | None) -> tuple | None:
+    """The message's identity; a sequencer that cannot answer (its first use of a channel reads the
+    durable head) refuses the publish like an unreachable backend: 503, nothing published."""
+    try:
+        return await engine.identity(app, channel, message_id)
+    except Exception as exc:
+        raise AdapterUnavailable(f"stream position unavailable: {exc}") from exc
+
+
+async def write_history(
+    engine: Engine, app: App, channel: str, pub: Publication, frame: OutFrame, identity: tuple
+) -> None:
 
     message_id, stream_id, serial = identity
     record = HistoryRecord(
@@ -118,6 +130,13 @@ async def write_history(app: App, channel: str, pub: Publication, frame: OutFram
     try:
         await get_writer().write(record)
     except Exception as exc:  # HistoryWriteFailed / HistoryBackpressure: never a silent success
+        # Nothing was stored or delivered: give the serial back so the stream stays gapless (the
+        # writer fails a channel's records newest first). Skipped when the rows may exist after
+        # all, and a no-op when a later serial was taken meanwhile (another node; then the hole is
+        # visible to readers as continuity.complete = false).
+        if not getattr(exc, "may_be_stored", False):
+            with contextlib.suppress(Exception):
+                await engine.sequencer.release(app.id, channel, Position(stream_id, serial))
         raise AdapterUnavailable(f"history write failed: {exc}") from exc
 
 

@@ -26,6 +26,7 @@ import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from history import db as history_db
 from realtime.protocol.channels import kind_of
 
 if TYPE_CHECKING:
@@ -87,6 +88,31 @@ BROADCAST_LATENCY = Histogram(
     "not recorded for broadcasts without recipients.",
     ["app_id", "channel_type", "recipient_count_bucket"],
     buckets=LATENCY_BUCKETS_MS,
+)
+HISTORY_READ_FAILURES = Counter(
+    "sockudo_history_read_failures_total",
+    "Durable-history reads of the WebSocket side that failed (answered 4303 or resume_failed), by operation.",
+    ["app_id", "operation"],
+)
+HISTORY_READ_RECOVERIES = Counter(
+    "sockudo_history_read_recoveries_total",
+    "Durable-history reads of an app that worked again after failures.",
+    ["app_id"],
+)
+HISTORY_DISCARDED_CONNECTIONS = Counter(
+    "sockudo_history_db_discarded_connections_total",
+    "Broken database connections closed by history work outside requests (reads, writer, retention).",
+)
+HISTORY_RETENTION_PASSES = Counter(
+    "sockudo_history_retention_passes_total",
+    "History retention passes, by outcome (ok, failed).",
+    ["outcome"],
+)
+# history.db counter -> (metric, labels)
+_HISTORY_COUNTS: tuple[tuple[str, Any], ...] = (
+    ("discarded_connections", HISTORY_DISCARDED_CONNECTIONS),
+    ("retention_ok", HISTORY_RETENTION_PASSES.labels("ok")),
+    ("retention_failed", HISTORY_RETENTION_PASSES.labels("failed")),
 )
 
 
@@ -154,6 +180,9 @@ class NodeStats:
         self.errors: dict[tuple[str, str], int] = {}
         # (app_id, channel_type, recipient bucket) -> counts per bucket bound, then the sum (ms).
         self.latency: dict[tuple[str, str, str], list[float]] = {}
+        self.history_failures: dict[tuple[str, str], int] = {}  # (app_id, operation)
+        self.history_recoveries: dict[str, int] = {}
+        self.history_counts: dict[str, int] = {}  # history.db counters already exported
 
     def app(self, app_id: str) -> AppStats:
         stats = self.apps.get(app_id)
@@ -195,6 +224,13 @@ class NodeStats:
         key = (app_id, str(code))
         self.errors[key] = self.errors.get(key, 0) + 1
 
+    def history_read_failed(self, app_id: str, operation: str) -> None:
+        key = (app_id, operation)
+        self.history_failures[key] = self.history_failures.get(key, 0) + 1
+
+    def history_read_recovered(self, app_id: str) -> None:
+        self.history_recoveries[app_id] = self.history_recoveries.get(app_id, 0) + 1
+
 
 STATS = NodeStats()
 
@@ -226,8 +262,26 @@ def flush(engine: Engine | None, stats: NodeStats = STATS) -> None:
     for key, row in stats.latency.items():
         if row[-1] or any(row[:-1]):
             _add_observations(BROADCAST_LATENCY.labels(*key), row)
+    _flush_history(stats)
     for metric in _pending:
         metric.flush()
+
+
+def _flush_history(stats: NodeStats) -> None:
+    if stats.history_failures:
+        failures, stats.history_failures = stats.history_failures, {}
+        for (app_id, operation), amount in failures.items():
+            HISTORY_READ_FAILURES.labels(app_id, operation).inc(amount)
+    if stats.history_recoveries:
+        recoveries, stats.history_recoveries = stats.history_recoveries, {}
+        for app_id, amount in recoveries.items():
+            HISTORY_READ_RECOVERIES.labels(app_id).inc(amount)
+    counts = history_db.snapshot()  # counted in worker threads as plain numbers
+    for name, child in _HISTORY_COUNTS:
+        amount = counts.get(name, 0) - stats.history_counts.get(name, 0)
+        if amount > 0:
+            child.inc(amount)
+            stats.history_counts[name] = counts[name]
 
 
 def _add_observations(child: Any, row: list[float]) -> None:

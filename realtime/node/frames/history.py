@@ -7,6 +7,7 @@ the ones it already got; none is delivered before the ``subscription_succeeded``
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ from history.policy import policy_for
 from history.query import HistoryQuery, InvalidQuery
 from history.store import get_store
 from realtime.node.matching import passes
+from realtime.node.metrics import STATS
 from realtime.protocol import errors, frames
 from realtime.protocol.outframe import OutFrame
 
@@ -22,6 +24,66 @@ if TYPE_CHECKING:
     from realtime.node.engine import Engine
 
 MAX_HISTORY_IN_FLIGHT = 2
+LOG_EVERY = 10.0  # seconds between log lines for the same failing (app, operation, reason)
+
+log = logging.getLogger(__name__)
+
+
+class ReadFailures:
+    """Durable-history reads of the socket path that failed: each is counted
+    (``sockudo_history_read_failures_total``) and logged with its app, channel and reason, at most
+    one line per (app, operation, reason) every ``LOG_EVERY`` seconds (the line says how many were
+    not logged). The first read of an app that works after failures is logged and counted as a
+    recovery (``sockudo_history_read_recoveries_total``). Event loop thread only."""
+
+    def __init__(self) -> None:
+        self.failing: dict[str, list[float]] = {}  # app_id -> [failures, first failure (monotonic)]
+        self.logged: dict[tuple[str, str, str], list[float]] = {}  # key -> [last line at, suppressed]
+
+    def failed(self, app_id: str, channel: str, operation: str, exc: BaseException) -> None:
+        STATS.history_read_failed(app_id, operation)
+        now = time.monotonic()
+        state = self.failing.setdefault(app_id, [0, now])
+        state[0] += 1
+        reason = _reason(exc)
+        key = (app_id, operation, reason)
+        line = self.logged.get(key)
+        if line is not None and now - line[0] < LOG_EVERY:
+            line[1] += 1
+            return
+        suppressed = int(line[1]) if line else 0
+        self.logged[key] = [now, 0]
+        log.warning(
+            "history read failed: app=%s channel=%s operation=%s reason=%s%s",
+            app_id,
+            channel,
+            operation,
+            reason,
+            f" ({suppressed} similar failures not logged)" if suppressed else "",
+        )
+
+    def ok(self, app_id: str) -> None:
+        if not self.failing:
+            return
+        state = self.failing.pop(app_id, None)
+        if state is None:
+            return
+        STATS.history_read_recovered(app_id)
+        self.logged = {key: value for key, value in self.logged.items() if key[0] != app_id}
+        log.warning(
+            "history reads work again: app=%s after %d failed reads in %.1f s",
+            app_id,
+            state[0],
+            time.monotonic() - state[1],
+        )
+
+
+READS = ReadFailures()
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 def history_policy(app: Any, channel: str) -> Any:
@@ -82,9 +144,11 @@ async def attach(
     policy = history_policy(app, channel)
     try:
         position = await engine.sequencer.current(app.id, channel)
-    except Exception:
+    except Exception as exc:
         release(engine, conn, channel, 0, set())
+        READS.failed(app.id, channel, "attach", exc)
         raise errors.broadcast_error("stream position unavailable") from None
+    READS.ok(app.id)
     if conn.closed or channel not in conn.channels:
         if conn.hold:
             conn.hold.pop(channel, None)
@@ -119,9 +183,11 @@ async def _rewind(
             params, app_id=conn.app.id, channel=channel, max_page_size=cap, surface="ws"
         )
         page = await get_store().apage(query)
-    except Exception:
+    except Exception as exc:
         release(engine, conn, channel, 0, set())
+        READS.failed(conn.app.id, channel, "rewind", exc)
         raise errors.broadcast_error("history unavailable for rewind") from None
+    READS.ok(conn.app.id)
     items = list(reversed(page.items))  # oldest -> newest
     seen = set()
 
@@ -184,10 +250,12 @@ async def _answer_history(engine: Engine, conn: Connection, channel: str, query:
 
     try:
         page = await get_store().apage(query)
-    except Exception:
+    except Exception as exc:
+        READS.failed(conn.app.id, channel, "channel_history", exc)
         raise errors.broadcast_error("history read failed") from None
     finally:
         conn.history_in_flight -= 1
+    READS.ok(conn.app.id)
     engine.send(conn, frames.encode("pusher:channel_history", page.to_dict(), channel))
 
 
@@ -195,5 +263,10 @@ async def cold_replay(
     engine: Engine, conn: Connection, channel: str, stream_id: str, serial: int, limit: int
 ) -> Any:
     """Durable history after a position (cold recovery): the store proves contiguity."""
-
-    return await get_store().arange_after(conn.app.id, channel, stream_id, serial, limit)
+    try:
+        cold = await get_store().arange_after(conn.app.id, channel, stream_id, serial, limit)
+    except Exception as exc:
+        READS.failed(conn.app.id, channel, "cold_resume", exc)
+        raise
+    READS.ok(conn.app.id)
+    return cold

@@ -1,0 +1,41 @@
+"""Hardening of the defaults: what an operator's logs and an anonymous visitor get to see.
+
+Every test runs real ``manage.py`` processes (``LiveServer``), is bounded in time, and prints what it
+observed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from realtime.testing import LiveServer
+
+
+def test_the_default_app_secret_is_not_logged_but_can_be_read_on_purpose() -> None:
+    """``serve --prepare`` (and ``make run``) run ``ensure_default_app`` on every start: its output
+    lands in logs, so it names the app id and key and where to read the secret, never the secret."""
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    with LiveServer(app_id="4242", key="hardening-key", secret=secret) as srv:
+        log = srv.log()
+        line = next(x for x in log.splitlines() if x.startswith("Default app"))
+        print(f"start-up log line: {line!r}")
+        assert "app_id=4242" in line and "key=hardening-key" in line
+        assert "list_apps --show-secrets" in line
+        assert secret not in log
+
+        again = srv.manage("ensure_default_app")
+        print(f"ensure_default_app again: {again.strip()!r}")
+        assert "Default app found" in again and secret not in again
+
+        # Asking for it is still possible; and create_app shows the secret of the app it just made,
+        # the one time its operator can see it.
+        shown = json.loads(srv.manage("list_apps", "--show-secrets", "--json"))
+        assert [a["secret"] for a in shown if a["id"] == "4242"] == [secret]
+        created = dict(
+            line.split("=", 1)
+            for line in srv.manage("create_app", "--name", "new").splitlines()
+            if "=" in line
+        )
+        print(f"create_app printed the fields {sorted(created)}")
+        assert len(created["secret"]) >= 16

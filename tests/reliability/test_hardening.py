@@ -7,14 +7,96 @@ observed.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import stat
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import httpx
+import pytest
 
-from realtime.testing import LiveServer
+from realtime.conf.env import DEVELOPMENT_SECRET_KEY
+from realtime.testing import ROOT, LiveServer
 
 WAIT = 10.0  # any single HTTP request
+COMMAND_TIMEOUT = 60.0  # one manage.py or make subprocess
+
+
+def _manage(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """``manage.py`` with no secret key in the environment unless ``env`` gives one."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_SECRET_KEY", "DEBUG"))}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**base, "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3", **env},
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+    )
+
+
+def test_debug_off_with_the_development_secret_key_is_refused(tmp_path: Path) -> None:
+    """The built-in key is public and signs sessions and history cursors: with DEBUG off the system
+    check realtime.E002 fails ``check`` and keeps ``serve`` from starting."""
+    missing = str(tmp_path / "no-such-key-file")
+    outcomes = {
+        "nothing set": _manage(tmp_path, "check", DJANGO_SECRET_KEY_FILE=missing),
+        "the development key set": _manage(tmp_path, "check", DJANGO_SECRET_KEY=DEVELOPMENT_SECRET_KEY),
+        "DEBUG=true": _manage(tmp_path, "check", DJANGO_SECRET_KEY_FILE=missing, DEBUG="true"),
+        "a real key": _manage(tmp_path, "check", DJANGO_SECRET_KEY=uuid.uuid4().hex * 2),
+    }
+    for case, result in outcomes.items():
+        print(f"check with {case}: exit {result.returncode}, E002: {'realtime.E002' in result.stderr}")
+    for refused in ("nothing set", "the development key set"):
+        assert outcomes[refused].returncode != 0 and "realtime.E002" in outcomes[refused].stderr
+    for accepted in ("DEBUG=true", "a real key"):
+        assert outcomes[accepted].returncode == 0, outcomes[accepted].stderr
+
+    server = LiveServer(env={"DJANGO_SECRET_KEY": DEVELOPMENT_SECRET_KEY})
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            server.start()
+        print(f"serve exited {server.process.returncode}; its log names realtime.E002")
+        assert "realtime.E002" in str(refused.value)
+    finally:
+        server.stop()
+
+
+def test_make_run_writes_a_private_key_file_that_the_server_uses(tmp_path: Path) -> None:
+    """``make run`` keeps working out of the box, DEBUG off: it writes a random key for the checkout
+    (mode 0600, made once) and every ``manage.py`` of the checkout reads it."""
+    python = Path(sys.executable)
+    if shutil.which("make") is None or not (python.parent / "python").exists():
+        pytest.skip("needs make and a virtualenv python")
+    key_file = tmp_path / "secret_key"
+    make = [
+        "make",
+        "-s",
+        "-C",
+        str(ROOT),
+        "secret-key",
+        f"SECRET_KEY_FILE={key_file}",
+        f"BIN={python.parent}",
+    ]
+    subprocess.run(make, check=True, capture_output=True, timeout=COMMAND_TIMEOUT)
+    key = key_file.read_text().strip()
+    mode = stat.S_IMODE(key_file.stat().st_mode)
+    subprocess.run(make, check=True, capture_output=True, timeout=COMMAND_TIMEOUT)
+    kept = key_file.read_text().strip() == key
+    print(f"key file: {len(key)} characters, mode {mode:o}, kept by a second make: {kept}")
+    assert len(key) >= 50 and key != DEVELOPMENT_SECRET_KEY and mode == 0o600
+    assert kept
+
+    assert _manage(tmp_path, "check", DJANGO_SECRET_KEY_FILE=str(key_file)).returncode == 0
+    with LiveServer(env={"DJANGO_SECRET_KEY": "", "DJANGO_SECRET_KEY_FILE": str(key_file)}) as srv:
+        used = srv.manage(
+            "shell", "-v", "0", "-c", "from django.conf import settings; print(settings.SECRET_KEY)"
+        )
+        assert used.strip() == key
 
 
 def test_the_default_app_secret_is_not_logged_but_can_be_read_on_purpose() -> None:

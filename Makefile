@@ -4,9 +4,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 6001
-export HOST PORT
+# Django's secret key for this checkout, made once by `make run` (DEBUG stays off, and the public
+# development key is refused then). Production sets DJANGO_SECRET_KEY, the same on every node.
+SECRET_KEY_FILE ?= .secret_key
+DJANGO_SECRET_KEY_FILE := $(abspath $(SECRET_KEY_FILE))
+export HOST PORT DJANGO_SECRET_KEY_FILE
 
-.PHONY: run test test-postgres test-stock install lint format migrate clean
+.PHONY: run test test-postgres test-stock install lint format migrate secret-key clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +21,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
-migrate: install
+$(SECRET_KEY_FILE): | $(BIN)/python
+	@umask 077 && $(BIN)/python -c "import secrets; print(secrets.token_urlsafe(50))" > $@.tmp && mv $@.tmp $@
+	@echo "Wrote a random Django secret key to $@ (kept for this checkout; not for production)"
+
+secret-key: $(SECRET_KEY_FILE)
+
+migrate: install $(SECRET_KEY_FILE)
 	$(BIN)/python manage.py migrate --no-input -v 0
 
 run: migrate
@@ -46,4 +56,4 @@ format: install
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) db.sqlite3 .pytest_cache
+	rm -rf $(VENV) db.sqlite3 .pytest_cache $(SECRET_KEY_FILE)

@@ -3,15 +3,21 @@
 ``realtime.E001``: the in-process adapter with more than one worker process. Each worker is a node
 with its own sockets; with ``ADAPTER_DRIVER=local`` a publish would reach only the subscribers of
 the worker that received it, and presence and counts would differ per worker.
+
+``realtime.E002``: ``DEBUG`` off with the built-in development ``SECRET_KEY``. That key is public; it
+signs admin sessions, password resets and history cursors, so a production server must not start
+with it. ``make run`` keeps a random key for the checkout in ``.secret_key`` instead.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.utils.module_loading import import_string
 
 from realtime.cluster.local import LocalAdapter
 from realtime.conf import adapter_path, server_settings
+from realtime.conf.env import DEVELOPMENT_SECRET_KEY
 
 # ``serve --workers N`` sets this before the checks run, so the flag counts like SOCKUDO_WORKERS.
 workers_override: int | None = None
@@ -46,3 +52,19 @@ def check_adapter_and_workers(app_configs=None, **kwargs) -> list:
             )
         ]
     return []
+
+
+@register(Tags.security)
+def check_secret_key(app_configs=None, **kwargs) -> list:
+    if settings.DEBUG or settings.SECRET_KEY != DEVELOPMENT_SECRET_KEY:
+        return []
+    return [
+        Error(
+            "DEBUG is off and SECRET_KEY is the built-in development key, which is public: it signs admin "
+            "sessions and history cursors.",
+            hint="Set DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) to a long random value, the same on every "
+            "node, e.g. from `python -c 'import secrets; print(secrets.token_urlsafe(50))'`. `make run` "
+            "keeps one for the checkout in .secret_key; DEBUG=true also lifts this check.",
+            id="realtime.E002",
+        )
+    ]

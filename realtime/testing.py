@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,9 +19,21 @@ from typing import Any
 
 from realtime.protocol.signatures import sign_channel, sign_user, signed_query
 
-__all__ = ["LiveServer", "PusherClient", "TcpProxy", "call_asgi", "free_port", "signed_query"]
+__all__ = [
+    "LIVE_SECRET_KEY",
+    "LiveServer",
+    "PusherClient",
+    "TcpProxy",
+    "call_asgi",
+    "free_port",
+    "signed_query",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# The Django secret key of servers started here when the environment sets none: random, but one per
+# process, so the nodes of one test cluster accept each other's signed history cursors.
+LIVE_SECRET_KEY = secrets.token_urlsafe(50)
 
 
 class PusherClient:
@@ -162,6 +175,8 @@ class LiveServer:
             "SOCKUDO_DEFAULT_APP_KEY": key,
             "SOCKUDO_DEFAULT_APP_SECRET": secret,
             "PYTHONUNBUFFERED": "1",
+            # A server with DEBUG off refuses the public development key (realtime.E002).
+            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or LIVE_SECRET_KEY,
             # Tests open many sockets and API calls from 127.0.0.1: the per-IP limits would refuse
             # them. Off unless the caller's ``env`` switches them on.
             "RATE_LIMITER_ENABLED": "false",

@@ -7,11 +7,13 @@ import os
 from pathlib import Path
 
 from realtime.conf import from_environ
-from realtime.conf.env import database_from_url, env_bool, env_list, env_str
+from realtime.conf.env import database_from_url, env_bool, env_list, env_str, secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "insecure-dev-key-change-me-in-production")
+# DJANGO_SECRET_KEY, else the checkout's key file (written by `make run`), else the public development
+# key, which the system check realtime.E002 refuses when DEBUG is off.
+SECRET_KEY = secret_key(str(BASE_DIR / ".secret_key"))
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"])
 

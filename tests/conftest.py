@@ -13,9 +13,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from realtime.testing import LiveServer
+from realtime.testing import LIVE_SECRET_KEY, LiveServer
 
 DEFAULT_ENV = {"SOCKUDO_DEFAULT_APP_ENABLE_CLIENT_MESSAGES": "true"}
+
+# ``manage.py`` subprocesses inherit this environment; with DEBUG off they refuse the public
+# development key (realtime.E002), so the suite runs with a random one, like a configured server.
+os.environ.setdefault("DJANGO_SECRET_KEY", LIVE_SECRET_KEY)
 
 
 @pytest.fixture(scope="session")

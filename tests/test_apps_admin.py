@@ -412,10 +412,9 @@ def test_static_driver_serves_flat_and_policy_apps() -> None:
 
 def test_ensure_default_app_is_idempotent_and_applies_explicit_env(project: Project) -> None:
     project.migrate()
-    assert (
-        "Default app created: app_id=1001 key=app-key secret=app-secret"
-        in project("ensure_default_app").stdout
-    )
+    created = project("ensure_default_app").stdout
+    assert "Default app created: app_id=1001 key=app-key" in created
+    assert "app-secret" not in created
     assert "Default app found" in project("ensure_default_app").stdout
     assert list(project.apps()) == ["1001"]
 

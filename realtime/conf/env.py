@@ -91,3 +91,24 @@ def database_from_url(url: str, base_dir: str) -> dict[str, Any]:
             "CONN_HEALTH_CHECKS": True,
         }
     raise ValueError(f"Unsupported DATABASE_URL scheme {scheme!r}")
+
+
+# The key Django uses when neither DJANGO_SECRET_KEY nor a key file gives one. It is public (it is in
+# this repository), so a server with DEBUG off refuses it (system check realtime.E002).
+DEVELOPMENT_SECRET_KEY = "insecure-dev-key-change-me-in-production"
+
+
+def secret_key(default_file: str) -> str:
+    """Django's ``SECRET_KEY``: ``DJANGO_SECRET_KEY``, else the first line of the key file
+    (``DJANGO_SECRET_KEY_FILE``, default ``default_file``; ``make run`` writes one for the checkout),
+    else the public development key."""
+    value = os.environ.get("DJANGO_SECRET_KEY", "").strip()
+    if value:
+        return value
+    path = os.environ.get("DJANGO_SECRET_KEY_FILE") or default_file
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = handle.readline().strip()
+    except OSError:
+        value = ""
+    return value or DEVELOPMENT_SECRET_KEY

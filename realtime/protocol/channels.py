@@ -37,7 +37,9 @@ class ChannelKind:
 
     @property
     def allows_client_events(self) -> bool:
-        return self.requires_auth and not self.server_to_user
+        # Not on encrypted channels: the server cannot read (or check) an end-to-end encrypted
+        # payload, and Pusher refuses them there too (pusher-js will not even send one).
+        return self.requires_auth and not self.server_to_user and not self.encrypted
 
 
 @lru_cache(maxsize=65536)

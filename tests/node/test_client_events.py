@@ -78,6 +78,28 @@ async def test_only_private_and_presence_channels_take_client_events(node):
     assert b.new() == []
 
 
+async def test_encrypted_channels_refuse_client_events_and_relay_nothing(node):
+    """The server cannot see an end-to-end encrypted payload: like Pusher it refuses client events on
+    ``private-encrypted-`` channels (4301, socket stays open) and neither relays nor reports them."""
+    for channel in ("private-encrypted-chat", "private-encrypted-cache-chat"):
+        for protocols in ((7, 7), (2, 2)):
+            a, b = await _pair(node, channel=channel, protocols=protocols)
+            await node.send(a, "client-typing", {"nonce": "bm9uY2U=", "ciphertext": "eA=="}, channel)
+            answer, relayed = a.new(), b.new()
+            print(f"{channel} protocol {protocols[0]}: sender got {answer}; other subscriber got {relayed}")
+            assert [(f["event"].split(":")[1], f["data"]) for f in answer] == [
+                (
+                    "error",
+                    _rejected("Client event error: Client events are not supported on encrypted channels")[
+                        "data"
+                    ],
+                )
+            ]
+            assert relayed == []
+            assert a.closed_with is None
+    assert [e for _, e in node.events if e["name"] == "client_event"] == []
+
+
 async def test_a_client_event_needs_a_channel(node):
     client = await node.connect(make_app(**CLIENT_APP))
     client.new()

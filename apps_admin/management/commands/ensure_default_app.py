@@ -2,6 +2,9 @@
 
 If it exists, only the variables actually set in the environment are applied, so edits made in the
 admin survive a restart unless the environment says otherwise.
+
+The secret is never printed: this runs on every ``make run`` and ``serve --prepare``, whose output
+ends up in logs. ``list_apps --show-secrets`` and the admin show it to whoever may see it.
 """
 
 from django.core.management.base import BaseCommand
@@ -11,7 +14,7 @@ from apps_admin.models import App
 
 
 class Command(BaseCommand):
-    help = "Ensure the default app (SOCKUDO_DEFAULT_APP_ID/KEY/SECRET...) exists; print its credentials."
+    help = "Ensure the default app (SOCKUDO_DEFAULT_APP_ID/KEY/SECRET...) exists; print its id and key."
 
     def handle(self, *args, **options) -> None:
         values = default_app_from_environ()
@@ -25,4 +28,7 @@ class Command(BaseCommand):
                 setattr(app, field, value)
             app.save()
             action = "found"
-        self.stdout.write(f"Default app {action}: app_id={app.id} key={app.key} secret={app.secret}")
+        self.stdout.write(
+            f"Default app {action}: app_id={app.id} key={app.key} "
+            "(secret: `python manage.py list_apps --show-secrets` or the admin, /admin/)"
+        )

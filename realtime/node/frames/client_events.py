@@ -63,6 +63,8 @@ def client_event(engine: Engine, conn: Connection, frame: frames.Frame) -> None:
     if reason:
         raise errors.channel_error(reason)
     kind = kind_of(channel)
+    if kind.encrypted:
+        raise errors.client_event_error("Client events are not supported on encrypted channels")
     if not kind.allows_client_events:
         raise errors.client_event_error("Client events are only allowed on private and presence channels")
     data = frame.data

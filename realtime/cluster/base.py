@@ -66,6 +66,9 @@ class Node(Protocol):
 
 class Adapter:
     healthy = True
+    # True when presence_join / presence_leave broadcast member_added / member_removed themselves
+    # (atomically with the decision, so every node sees them in decision order); else the caller does.
+    announces_presence = False
 
     def __init__(self, engine: Node) -> None:
         self.engine = engine

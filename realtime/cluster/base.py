@@ -63,6 +63,12 @@ class Node(Protocol):
 
     def member_left_cluster(self, app_id: str, channel: str, user_id: str) -> None: ...
 
+    def adapter_outage(self, reason: str) -> None:
+        """The shared backend became unreachable (counted once per outage)."""
+
+    def adapter_recovered(self, reason: str) -> None:
+        """The shared backend answers again and this node's state is whole there."""
+
 
 class Adapter:
     healthy = True

@@ -469,6 +469,12 @@ class Engine:
         self.events.emit(app_id, {"name": "member_removed", "channel": channel, "user_id": user_id})
         self.meta_event(app_id, channel, "member_removed", {"channel": channel, "user_id": user_id})
 
+    def adapter_outage(self, reason: str) -> None:
+        metrics.ADAPTER_OUTAGES.inc()
+
+    def adapter_recovered(self, reason: str) -> None:
+        metrics.ADAPTER_RECOVERIES.inc()
+
     def meta_event(self, app_id: str, channel: str, name: str, data: dict[str, Any]) -> None:
         """Tell this node's ``[meta]<channel>`` subscribers (V2 only) what happened to ``channel``."""
         meta = META_PREFIX + channel

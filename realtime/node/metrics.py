@@ -89,6 +89,15 @@ BROADCAST_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS_MS,
 )
 
+ADAPTER_OUTAGES = Counter(
+    "sockudo_adapter_outages_total",
+    "Times the cluster adapter lost its backend (Redis): publishes answer 503 until it recovers.",
+)
+ADAPTER_RECOVERIES = Counter(
+    "sockudo_adapter_recoveries_total",
+    "Times the cluster adapter came back after an outage (resubscribed, state re-published).",
+)
+
 
 def channel_type(channel: str) -> str:
     kind = kind_of(channel)

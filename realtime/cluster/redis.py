@@ -625,7 +625,7 @@ class RedisAdapter(Adapter):
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("heartbeat failed: %s", exc)
+                self._went_down(f"heartbeat failed: {exc}")  # logged once per outage
             except Exception:
                 log.exception("dead-node cleanup failed")
             await asyncio.sleep(self.heartbeat_interval)

@@ -63,9 +63,18 @@ class Node(Protocol):
 
     def member_left_cluster(self, app_id: str, channel: str, user_id: str) -> None: ...
 
+    def adapter_outage(self, reason: str) -> None:
+        """The shared backend became unreachable (counted once per outage)."""
+
+    def adapter_recovered(self, reason: str) -> None:
+        """The shared backend answers again and this node's state is whole there."""
+
 
 class Adapter:
     healthy = True
+    # True when presence_join / presence_leave broadcast member_added / member_removed themselves
+    # (atomically with the decision, so every node sees them in decision order); else the caller does.
+    announces_presence = False
 
     def __init__(self, engine: Node) -> None:
         self.engine = engine

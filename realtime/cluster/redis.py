@@ -36,7 +36,9 @@ SEP = "\x1f"
 
 # KEYS[1] = presence connections hash (node:sid -> uid), KEYS[2] = member info hash (uid -> info),
 # KEYS[3] = per-user connection counts (uid -> n), KEYS[4] = the node's key index set.
-# ARGV = field, uid, info json, max members. Returns {is_new (1/0/-1 full), members json pairs...}.
+# ARGV = field, uid, info json, max members, topic, member_added message ('' = none): published
+# here, atomically with the decision, so every node sees a user's member events in decision order.
+# Returns {is_new (1/0/-1 full), members json pairs...}.
 _JOIN = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
   return {0, redis.call('HGETALL', KEYS[2])}
@@ -52,11 +54,13 @@ local is_new = 0
 if count == 0 then
   redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
   is_new = 1
+  if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
 end
 return {is_new, redis.call('HGETALL', KEYS[2])}
 """
 
-# KEYS as for _JOIN; ARGV[1] = field. Returns {left_entirely (1/0), uid or ''}.
+# KEYS as for _JOIN; ARGV = field, topic, member_removed message ('' = none), published when the
+# user's last connection left. Returns {left_entirely (1/0), uid or ''}.
 _LEAVE = """
 local uid = redis.call('HGET', KEYS[1], ARGV[1])
 if not uid then return {0, ''} end
@@ -65,6 +69,7 @@ local left = redis.call('HINCRBY', KEYS[3], uid, -1)
 if left <= 0 then
   redis.call('HDEL', KEYS[3], uid)
   redis.call('HDEL', KEYS[2], uid)
+  if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
   return {1, uid}
 end
 return {0, uid}
@@ -90,7 +95,13 @@ return {before, total}
 """
 
 
+RETRY_MIN = 0.05  # seconds between listener reconnect attempts, doubling up to RETRY_MAX
+RETRY_MAX = 0.5  # short: a node must hear broadcasts again as soon as Redis answers
+
+
 class RedisAdapter(Adapter):
+    announces_presence = True  # member events are published by the presence scripts
+
     def __init__(self, engine: Node) -> None:
         super().__init__(engine)
         s = server_settings()
@@ -100,7 +111,9 @@ class RedisAdapter(Adapter):
         self.heartbeat_interval = s.CLUSTER_HEALTH_HEARTBEAT_INTERVAL_MS / 1000
         self.node_timeout = s.CLUSTER_HEALTH_NODE_TIMEOUT_MS / 1000
         self.cleanup_interval = s.CLUSTER_HEALTH_CLEANUP_INTERVAL_MS / 1000
-        self.redis = async_client(self.url, decode_responses=True, health_check_interval=10)
+        self.redis = async_client(
+            self.url, decode_responses=True, health_check_interval=10, socket_connect_timeout=2
+        )
         self.topic = f"{self.prefix}#broadcast"
         # Every message this node sends starts like this (``_envelope`` puts the node id first).
         self._own_prefix = frames.dumps({"n": self.node_id})[:-1] + ","
@@ -112,20 +125,34 @@ class RedisAdapter(Adapter):
         self._dirty_channels: set[tuple[str, str]] = set()
         self._dirty_apps: set[str] = set()
         self._writer: asyncio.Task | None = None
+        self._write_failures = 0
         self._tasks: list[asyncio.Task] = []
         self.healthy = False
         self._conn_cache: dict[str, tuple[int, float]] = {}
+        # Outage state: the reason and start while Redis is away (None when up).
+        self._outage: str | None = None
+        self._outage_since = 0.0
+        self._up_since = time.time()
+        self._listening = False  # the listener is subscribed to the broadcast topic
+        self._recovering = asyncio.Lock()
+        self._recovery_task: asyncio.Task | None = None
+        self._peers: set[str] = set()  # live nodes at the last heartbeat check (self included)
+        self._expected_peers: set[str] = set()  # live nodes when the last outage began
+        # Presence leaves Redis did not take (field -> (app, channel, user)), replayed on recovery.
+        self._lost_leaves: dict[str, tuple[str, str, str]] = {}
+        # One presence operation at a time per socket (field), in arrival order.
+        self._field_locks: dict[str, list] = {}
 
     # -- keys ----------------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
-    def _presence_keys(self, app_id: str, channel: str) -> list[str]:
+    def _presence_keys(self, app_id: str, channel: str, node: str | None = None) -> list[str]:
         return [
             self._k("pconn", app_id, channel),
             self._k("pinfo", app_id, channel),
             self._k("pcount", app_id, channel),
-            self._k("node", self.node_id, "keys"),
+            self._k("node", node or self.node_id, "keys"),
         ]
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -135,8 +162,9 @@ class RedisAdapter(Adapter):
 
     async def stop(self) -> None:
         """Leave the cluster cleanly: peers see our members leave now, not after a timeout."""
-        for task in self._tasks:
-            task.cancel()
+        for task in [*self._tasks, self._recovery_task]:
+            if task is not None:
+                task.cancel()
         # Publish what is still queued first: the member_removed of sockets a shutdown just closed.
         if self._writer is not None and not self._writer.done():
             await asyncio.wait({self._writer}, timeout=5)
@@ -149,28 +177,105 @@ class RedisAdapter(Adapter):
         await self.redis.aclose()
 
     async def _listen_forever(self) -> None:
-        """Receive broadcasts; on any Redis failure, back off, reconnect and re-publish our state."""
-        delay = 0.2
+        """Receive broadcasts; on any Redis failure reconnect at once (short back-off while Redis
+        refuses), resubscribe and re-publish our state."""
+        delay = RETRY_MIN
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.topic)
-                await self._resync()
-                self.healthy = True
-                delay = 0.2
+                self._listening = True
+                await self._recover()
+                delay = RETRY_MIN
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
                         self._on_message(message["data"])
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                self.healthy = False
-                log.warning("Redis adapter disconnected (%s); retrying in %.1fs", exc, delay)
+                self._listening = False
+                self._went_down(f"pub/sub listener: {exc}")
             finally:
+                self._listening = False
                 with contextlib.suppress(Exception):  # the connection is already broken
                     await pubsub.aclose()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, RETRY_MAX)
+
+    # -- outage and recovery -------------------------------------------------------------------
+    def _went_down(self, reason: str) -> None:
+        """Redis failed us: one log line and one count per outage; publishes answer 503 until
+        ``_recover`` has resubscribed and re-published this node's state."""
+        self.healthy = False
+        # Idle pooled connections may be dead too: drop them so the next command connects anew.
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().create_task(
+                self.redis.connection_pool.disconnect(inuse_connections=False)
+            )
+        if self._outage is not None:
+            return
+        self._outage = reason
+        self._outage_since = time.monotonic()
+        self._expected_peers = set(self._peers)
+        log.warning("Redis adapter outage: %s; publishes answer 503 until it is back", reason)
+        self.engine.adapter_outage(reason)
+        if self._listening:  # the listener did not notice: recover without it
+            self._recover_soon()
+
+    def _recover_soon(self) -> None:
+        if self._recovery_task is None or self._recovery_task.done():
+            self._recovery_task = asyncio.get_running_loop().create_task(self._recover_forever())
+
+    async def _recover_forever(self) -> None:
+        delay = RETRY_MIN
+        while self._outage is not None and self._listening:
+            try:
+                await self._recover()
+                return
+            except (RedisError, OSError) as exc:
+                log.debug("recovery attempt failed: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _recover(self) -> None:
+        """Re-publish this node's counts; after an outage, wait until the peers that were live
+        listen again and only then answer publishes and take presence changes again, replaying
+        the leaves Redis missed (their member_removed reach every node) and re-joining members."""
+        async with self._recovering:
+            outage = self._outage
+            await self._resync_counts()
+            waited = 0.0
+            if outage is not None:
+                await self.redis.zadd(self._k("nodes"), {self.node_id: time.time()})
+                waited = await self._settle()
+                self._up_since = time.time()
+                self._outage = None
+            replayed = await self._replay_lost_leaves()
+            await self._resync_presence()
+            self.healthy = True
+            if outage is None:
+                return
+            log.warning(
+                "Redis adapter recovered after %.1fs (outage: %s); state re-published, %d presence "
+                "leave(s) replayed, peers listening after %.2fs",
+                time.monotonic() - self._outage_since,
+                outage,
+                replayed,
+                waited,
+            )
+            self.engine.adapter_recovered(outage)
+
+    async def _settle(self) -> float:
+        """Wait (at most the node timeout) until as many nodes listen as were live before the
+        outage, so no peer accepts a publish that a still-deaf node would miss."""
+        started = time.monotonic()
+        expected = max(1, len(self._expected_peers | {self.node_id}))
+        while time.monotonic() - started < self.node_timeout:
+            (_, listening), *_ = await self.redis.pubsub_numsub(self.topic)
+            if int(listening) >= expected:
+                break
+            await asyncio.sleep(0.02)
+        return time.monotonic() - started
 
     def _on_message(self, raw: str) -> None:
         if raw.startswith(self._own_prefix):
@@ -184,6 +289,8 @@ class RedisAdapter(Adapter):
                 if position:
                     self.engine.remember_remote(msg["a"], msg["c"], frame)
                 self.engine.deliver_local(msg["a"], msg["c"], frame, msg.get("x"))
+            elif kind == "m":  # a member event, published by a presence script: every node, ours too
+                self.engine.deliver_local(msg["a"], msg["c"], OutFrame(msg["f"]), msg.get("x"))
             elif kind == "u":
                 self.engine.deliver_to_user(msg["a"], msg["u"], OutFrame(msg["f"]))
             elif kind == "k":
@@ -201,6 +308,8 @@ class RedisAdapter(Adapter):
     async def publish(
         self, app_id: str, channel: str, frame: OutFrame, except_socket_id: str | None = None
     ) -> None:
+        if self._outage is not None:  # until recovered, a peer (or we) may not hear it: refuse
+            raise AdapterUnavailable(self._outage)
         # Redis first: a publish answered 503 reached nobody, so the caller can retry it safely.
         await self._publish_now(self._broadcast_envelope(app_id, channel, frame, except_socket_id))
         self.engine.deliver_local(app_id, channel, frame, except_socket_id)
@@ -210,6 +319,8 @@ class RedisAdapter(Adapter):
         self._send_soon(self._envelope("u", a=app_id, u=user_id, f=frame.text))
 
     async def publish_to_user(self, app_id: str, user_id: str, frame: OutFrame) -> None:
+        if self._outage is not None:
+            raise AdapterUnavailable(self._outage)
         await self._publish_now(self._envelope("u", a=app_id, u=user_id, f=frame.text))
         self.engine.deliver_to_user(app_id, user_id, frame)
 
@@ -297,9 +408,9 @@ class RedisAdapter(Adapter):
                     )
                 results = await pipe.execute()
         except Exception as exc:  # Redis is down (or a bug): never leave a publisher waiting
+            self._write_failures += 1
             if isinstance(exc, RedisError | OSError):
-                self.healthy = False
-                log.warning("Redis adapter write failed (%s); state is re-published on reconnect", exc)
+                self._went_down(f"write failed: {exc}")
             else:
                 log.exception("Redis adapter write failed")
             _settle(outbox, AdapterUnavailable(str(exc)))
@@ -309,53 +420,141 @@ class RedisAdapter(Adapter):
         for (app_id, channel), (before, after) in zip(order, counts, strict=True):
             self.engine.cluster_count_changed(app_id, channel, int(before), int(after))
 
-    async def _resync(self) -> None:
-        """Publish this node's whole local state (after start or a Redis outage)."""
+    async def _resync_counts(self) -> None:
+        """Rewrite every count this node ever wrote (0 for channels it left meanwhile) from its
+        local state (after start or a Redis outage). Raises if Redis did not take them."""
         registry = self.engine.registry
+        for key in await self.redis.smembers(self._k("node", self.node_id, "keys")):
+            kind, _, rest = key[len(self.prefix) :].partition(":")
+            if kind == "subs":
+                app_id, _, channel = rest.partition(":")
+                self._dirty_channels.add((app_id, channel))
+            elif kind == "conns":
+                self._dirty_apps.add(rest)
         for app_id, state in list(registry.apps.items()):
             self._dirty_apps.add(app_id)
             for channel in state.channels:
                 self._dirty_channels.add((app_id, channel))
-            for channel, members in state.presence.items():
-                subs = state.channels.get(channel) or {}
-                for conn in list(subs):
+        failures = self._write_failures
+        self._schedule_flush()
+        while self._writer is not None and not self._writer.done():
+            await asyncio.wait({self._writer})
+        if self._write_failures != failures:
+            raise RedisError("re-publishing this node's counts failed")
+
+    async def _resync_presence(self) -> None:
+        """Re-join this node's presence members (Redis may have lost them)."""
+        for app_id, state in list(self.engine.registry.apps.items()):
+            for channel, members in list(state.presence.items()):
+                for conn in list(state.channels.get(channel) or {}):
                     user_id = conn.channels.get(channel)
                     if user_id is not None:
                         member = members.get(user_id)
-                        await self._presence_join(
-                            app_id, channel, conn.socket_id, user_id, member.info if member else None, 0
-                        )
-        self._schedule_flush()
+                        await self._rejoin(app_id, channel, conn, user_id, member.info if member else None)
+
+    async def _rejoin(self, app_id: str, channel: str, conn: Any, user_id: str, info: Any) -> None:
+        field = f"{self.node_id}:{conn.socket_id}"
+        async with self._field_turn(field):
+            if conn.closed or conn.channels.get(channel) != user_id:
+                return  # left meanwhile (its leave ran or is queued behind us)
+            await self._presence_join(app_id, channel, conn.socket_id, user_id, info, 0)
+
+    async def _replay_lost_leaves(self) -> int:
+        replayed = 0
+        for field, (app_id, channel, user_id) in list(self._lost_leaves.items()):
+            async with self._field_turn(field):
+                if self._lost_leaves.get(field) != (app_id, channel, user_id):
+                    continue  # the socket joined again: its membership stands
+                left = await self._run_leave(app_id, channel, field, user_id)
+                del self._lost_leaves[field]
+                replayed += 1
+            if left is not None:
+                self.engine.member_left_cluster(app_id, channel, left)
+        return replayed
 
     # -- presence ------------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _field_turn(self, field: str):
+        """One presence operation at a time for one socket, first come first served."""
+        entry = self._field_locks.get(field)
+        if entry is None:
+            entry = self._field_locks[field] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._field_locks[field]
+
+    def _member_message(self, app_id: str, channel: str, text: str, except_socket_id: str | None) -> str:
+        # "t" first: unlike our other messages this one is delivered on this node too.
+        return frames.dumps(
+            {"t": "m", "n": self.node_id, "a": app_id, "c": channel, "f": text, "x": except_socket_id}
+        )
+
     async def presence_join(
         self, app_id: str, channel: str, socket_id: str, user_id: str, info: Any, max_members: int
     ) -> PresenceJoin:
-        try:
-            return await self._presence_join(app_id, channel, socket_id, user_id, info, max_members)
-        except (RedisError, OSError) as exc:
-            raise AdapterUnavailable(str(exc)) from exc
+        if self._outage is not None:  # peers may not hear its member_added yet
+            raise AdapterUnavailable(self._outage)
+        field = f"{self.node_id}:{socket_id}"
+        async with self._field_turn(field):
+            try:
+                joined = await self._retry_once(
+                    lambda: self._presence_join(app_id, channel, socket_id, user_id, info, max_members)
+                )
+            except (RedisError, OSError) as exc:
+                self._went_down(f"presence join failed: {exc}")
+                raise AdapterUnavailable(str(exc)) from exc
+            self._lost_leaves.pop(field, None)  # joined again: an unrecorded earlier leave is moot
+            return joined
 
     async def _presence_join(
         self, app_id: str, channel: str, socket_id: str, user_id: str, info: Any, max_members: int
     ) -> PresenceJoin:
         field = f"{self.node_id}:{socket_id}"
+        added = self._member_message(app_id, channel, frames.member_added(channel, user_id, info), socket_id)
         status, flat = await self._join(
             keys=self._presence_keys(app_id, channel),
-            args=[field, user_id, frames.dumps(info), max_members],
+            args=[field, user_id, frames.dumps(info), max_members, self.topic, added],
         )
         members = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
         return PresenceJoin(int(status) == 1, int(status) == -1, members)
 
     async def presence_leave(self, app_id: str, channel: str, socket_id: str, user_id: str) -> str | None:
-        """Returns the user id when its last connection in the channel left, else None."""
+        """Returns the user id when its last connection in the channel left, else None. A leave
+        Redis does not take is kept and replayed when it answers again (no ghost member)."""
         field = f"{self.node_id}:{socket_id}"
-        try:
-            left, user_id = await self._leave(keys=self._presence_keys(app_id, channel), args=[field])
-        except (RedisError, OSError):
-            log.warning("presence leave of %s in %s not recorded in Redis", socket_id, channel)
+        if self._outage is not None:  # replayed once every peer listens again (see _recover)
+            self._lost_leaves[field] = (app_id, channel, user_id)
             return None
-        return user_id if int(left) == 1 else None
+        async with self._field_turn(field):
+            try:
+                return await self._retry_once(lambda: self._run_leave(app_id, channel, field, user_id))
+            except (RedisError, OSError) as exc:
+                self._lost_leaves[field] = (app_id, channel, user_id)
+                log.warning("presence leave of %s in %s kept for replay: %s", socket_id, channel, exc)
+                self._went_down(f"presence leave failed: {exc}")
+                return None
+
+    async def _run_leave(
+        self, app_id: str, channel: str, field: str, user_id: str, node: str | None = None
+    ) -> str | None:
+        removed = self._member_message(app_id, channel, frames.member_removed(channel, user_id), None)
+        left, uid = await self._leave(
+            keys=self._presence_keys(app_id, channel, node), args=[field, self.topic, removed]
+        )
+        return uid if int(left) == 1 else None
+
+    async def _retry_once(self, operation: Any) -> Any:
+        """Run ``operation``; after a connection error, once more on a fresh connection."""
+        try:
+            return await operation()
+        except (RedisError, OSError):
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
+            return await operation()
 
     async def presence_update(self, app_id: str, channel: str, user_id: str, info: Any) -> None:
         key = self._k("pinfo", app_id, channel)
@@ -363,6 +562,7 @@ class RedisAdapter(Adapter):
             if await self.redis.hexists(key, user_id):
                 await self.redis.hset(key, user_id, frames.dumps(info))
         except (RedisError, OSError) as exc:
+            self._went_down(f"presence update failed: {exc}")
             raise AdapterUnavailable(str(exc)) from exc
 
     # -- cluster-wide queries ------------------------------------------------------------------
@@ -403,7 +603,7 @@ class RedisAdapter(Adapter):
         try:
             return await awaitable
         except (RedisError, OSError) as exc:
-            self.healthy = False
+            self._went_down(f"query failed: {exc}")
             raise AdapterUnavailable(str(exc)) from exc
 
     async def check(self) -> bool:
@@ -425,7 +625,7 @@ class RedisAdapter(Adapter):
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("heartbeat failed: %s", exc)
+                self._went_down(f"heartbeat failed: {exc}")  # logged once per outage
             except Exception:
                 log.exception("dead-node cleanup failed")
             await asyncio.sleep(self.heartbeat_interval)
@@ -434,6 +634,9 @@ class RedisAdapter(Adapter):
         nodes = await self.redis.zrange(self._k("nodes"), 0, -1, withscores=True)
         live = sorted(n for n, seen in nodes if now - seen <= self.node_timeout)
         dead = [n for n, seen in nodes if now - seen > self.node_timeout]
+        self._peers = set(live)
+        if self._outage is not None or now - self._up_since < self.node_timeout:
+            return  # just back from an outage: peers had no chance to heartbeat yet
         if not dead or not live or live[0] != self.node_id:
             return  # only the lowest live node cleans up, so it happens exactly once
         for node in dead:
@@ -458,21 +661,12 @@ class RedisAdapter(Adapter):
                     await self.redis.hdel(key, node)
             elif kind == "pconn":
                 app_id, _, channel = rest.partition(":")
-                fields = [f for f in await self.redis.hkeys(key) if f.startswith(node + ":")]
-                for field in fields:
-                    left, user_id = await self._leave(
-                        keys=[
-                            key,
-                            self._k("pinfo", app_id, channel),
-                            self._k("pcount", app_id, channel),
-                            index,
-                        ],
-                        args=[field],
-                    )
-                    if int(left) == 1 and node != self.node_id:
-                        removed = OutFrame(frames.member_removed(channel, user_id))
-                        self.broadcast(app_id, channel, removed)
-                        self.engine.member_left_cluster(app_id, channel, user_id)
+                owned = {f: u for f, u in (await self.redis.hgetall(key)).items() if f.startswith(node + ":")}
+                for field, user_id in owned.items():
+                    # Our own members' events at shutdown go out too: peers see them leave now.
+                    left = await self._run_leave(app_id, channel, field, user_id, node)
+                    if left is not None and node != self.node_id:
+                        self.engine.member_left_cluster(app_id, channel, left)
         await self.redis.delete(index)
 
 

@@ -25,6 +25,7 @@ from realtime.node.connection import Connection
 from realtime.node.events import EventSink, make_sink
 from realtime.node.hotbuffer import HotBuffer, recovery_settings
 from realtime.node.matching import passes, wildcard_matches
+from realtime.node.ordering import KeyedOrder
 from realtime.node.origins import origin_allowed
 from realtime.node.outlet import make_outlet
 from realtime.node.registry import Registry
@@ -83,6 +84,7 @@ class Engine:
         self._count_value: dict[tuple[str, str], int] = {}
         self.events: EventSink = make_sink(self)  # webhooks (WEBHOOK_SINK)
         self._background: set[asyncio.Future] = set()
+        self.presence_order = KeyedOrder()  # presence joins/leaves per (app, channel, user)
         self.hot = HotBuffer()
         self._sequencer: Any = None
         self._sweeper: asyncio.Task | None = None
@@ -466,6 +468,12 @@ class Engine:
     def member_left_cluster(self, app_id: str, channel: str, user_id: str) -> None:
         self.events.emit(app_id, {"name": "member_removed", "channel": channel, "user_id": user_id})
         self.meta_event(app_id, channel, "member_removed", {"channel": channel, "user_id": user_id})
+
+    def adapter_outage(self, reason: str) -> None:
+        metrics.ADAPTER_OUTAGES.inc()
+
+    def adapter_recovered(self, reason: str) -> None:
+        metrics.ADAPTER_RECOVERIES.inc()
 
     def meta_event(self, app_id: str, channel: str, name: str, data: dict[str, Any]) -> None:
         """Tell this node's ``[meta]<channel>`` subscribers (V2 only) what happened to ``channel``."""

@@ -115,6 +115,15 @@ _HISTORY_COUNTS: tuple[tuple[str, Any], ...] = (
     ("retention_failed", HISTORY_RETENTION_PASSES.labels("failed")),
 )
 
+ADAPTER_OUTAGES = Counter(
+    "sockudo_adapter_outages_total",
+    "Times the cluster adapter lost its backend (Redis): publishes answer 503 until it recovers.",
+)
+ADAPTER_RECOVERIES = Counter(
+    "sockudo_adapter_recoveries_total",
+    "Times the cluster adapter came back after an outage (resubscribed, state re-published).",
+)
+
 
 def channel_type(channel: str) -> str:
     kind = kind_of(channel)

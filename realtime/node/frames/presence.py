@@ -23,7 +23,18 @@ if TYPE_CHECKING:
 async def join_presence(
     engine: Engine, conn: Connection, channel: str, user_id: str, user_info: Any, rewind: Any = None
 ) -> None:
-    """Join a presence channel: the adapter decides membership for the whole cluster."""
+    """Join a presence channel: the adapter decides membership for the whole cluster.
+
+    Joins and leaves of one user in one channel run in the order the node saw them (a leave queued
+    by an unsubscribe just before this subscribe ends first), so the adapter never sees the join
+    overtake the leave."""
+    key = (conn.app.id, channel, user_id)
+    await engine.presence_order.run(key, _join(engine, conn, channel, user_id, user_info, rewind))
+
+
+async def _join(
+    engine: Engine, conn: Connection, channel: str, user_id: str, user_info: Any, rewind: Any
+) -> None:
     app = conn.app
     try:
         joined = await engine.adapter.presence_join(
@@ -48,8 +59,9 @@ async def join_presence(
     if conn.presence_user_id is None:
         conn.presence_user_id = user_id
     if joined.is_new:
-        added = OutFrame(frames.member_added(channel, user_id, user_info))
-        engine.adapter.broadcast(app.id, channel, added, conn.socket_id)
+        if not engine.adapter.announces_presence:
+            added = OutFrame(frames.member_added(channel, user_id, user_info))
+            engine.adapter.broadcast(app.id, channel, added, conn.socket_id)
         engine.member_joined(app.id, channel, user_id)
     if attaching:
         await attach_then(
@@ -88,14 +100,32 @@ def presence_identity(app: Any, channel_data: str | None) -> tuple[str, Any]:
     return user_id, user_info
 
 
-async def leave_presence(
+def schedule_leave(
+    engine: Engine, conn: Connection, app_id: str, channel: str, user_id: str, lease: float = 0.0
+) -> None:
+    """Queue the presence leave of ``conn`` now (in order with the user's later joins on this
+    node); ``lease`` > 0 queues it that many seconds later instead."""
+    if lease > 0:
+        engine.spawn(_leave_after(engine, conn, app_id, channel, user_id, lease))
+        return
+    key = (app_id, channel, user_id)
+    engine.spawn(engine.presence_order.queue(key, leave_presence(engine, conn, app_id, channel, user_id)))
+
+
+async def _leave_after(
     engine: Engine, conn: Connection, app_id: str, channel: str, user_id: str, lease: float
 ) -> None:
-    if lease > 0:
-        await asyncio.sleep(lease)
+    await asyncio.sleep(lease)
+    key = (app_id, channel, user_id)
+    await engine.presence_order.queue(key, leave_presence(engine, conn, app_id, channel, user_id))
+
+
+async def leave_presence(engine: Engine, conn: Connection, app_id: str, channel: str, user_id: str) -> None:
+    """Runs in the user's turn (see ``schedule_leave``)."""
     engine.registry.remove_member(conn, channel, user_id)
     if await engine.adapter.presence_leave(app_id, channel, conn.socket_id, user_id) is not None:
-        engine.adapter.broadcast(app_id, channel, OutFrame(frames.member_removed(channel, user_id)))
+        if not engine.adapter.announces_presence:
+            engine.adapter.broadcast(app_id, channel, OutFrame(frames.member_removed(channel, user_id)))
         engine.member_left_cluster(app_id, channel, user_id)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from realtime.conf import server_settings
 from realtime.node.frames import history as v2_history
 from realtime.node.frames.joining import after_join, attach_then, reject
-from realtime.node.frames.presence import confirm_presence, join_presence, leave_presence, presence_identity
+from realtime.node.frames.presence import confirm_presence, join_presence, presence_identity, schedule_leave
 from realtime.protocol import errors, filters, frames
 from realtime.protocol.channels import META_PREFIX, SERVER_TO_USER_PREFIX, kind_of, validate_name
 from realtime.protocol.errors import ProtocolError
@@ -220,4 +220,4 @@ def leave_channel(engine: Engine, conn: Connection, channel: str, lease: float =
     engine.registry.leave(conn, channel)
     engine.adapter.channel_changed(app_id, channel)
     if user_id is not None:
-        engine.spawn(leave_presence(engine, conn, app_id, channel, user_id, lease))
+        schedule_leave(engine, conn, app_id, channel, user_id, lease)

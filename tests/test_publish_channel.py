@@ -313,9 +313,14 @@ def test_the_channel_builds_daphnes_scope_answers_in_order_and_hands_off_the_res
     # The GET after them goes to daphne, byte for byte, once both publishes are answered.
     assert pipelined["handed"] == ["GET /apps/1/channels HTTP/1.1\r\n\r\n"]
     assert [scope["body"] for scope in result["bytewise"]["scopes"]] == ['{"a":1}']
-    for name in ("chunked", "too_big", "other_path"):
+    for name in ("chunked", "other_path"):
         assert result[name]["scopes"] == [] and result[name]["written"] == "", name
         assert len(result[name]["handed"]) == 1 and result[name]["handed"][0].startswith("POST "), name
+    # A declared body over the limit is refused here, before any of it is kept.
+    too_big = result["too_big"]
+    assert too_big["scopes"] == [] and too_big["handed"] == []
+    assert too_big["written"].startswith("HTTP/1.1 413 Payload Too Large\r\n")
+    assert '"code":"payload_too_large"' in too_big["written"]
 
 
 def test_a_large_body_within_the_request_limit_is_read_whole_and_answered(server):

@@ -46,7 +46,9 @@ def server_class() -> type:
 def api_application(django_application: Any) -> Any:
     """The ASGI app for the HTTP API routes: the lean handler, or Django's own."""
     if not fast_paths():
-        return django_application
+        from realtime.server.body_limit import limit_body
+
+        return limit_body(django_application, server_settings().HTTP_API_REQUEST_LIMIT_IN_MB << 20)
     from realtime.server.api_handler import APIHandler
 
     return APIHandler()

@@ -66,6 +66,13 @@ class APIHandler(ASGIHandler):
             else:
                 executor.shutdown(wait=False)
 
+    async def _get_response_async(self, request: Any) -> Any:
+        # ALLOWED_HOSTS, as Django's CommonMiddleware (not an API middleware) would check it: a
+        # disallowed Host raises DisallowedHost inside the chain, which answers Django's 400.
+        if "*" not in settings.ALLOWED_HOSTS:
+            request.get_host()
+        return await super()._get_response_async(request)
+
     async def send_response(self, response: Any, send: Any) -> None:
         # Django's CommonMiddleware, which the admin has, sets the length; without it daphne answers
         # chunked, and every client then parses chunk framing and a closing chunk per call.

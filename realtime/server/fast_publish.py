@@ -13,17 +13,22 @@ read and no more. This module is only a transport: it checks, validates and coun
 from __future__ import annotations
 
 import http
+import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.base import BaseHandler
 from django.http import HttpRequest
 from django.urls import Resolver404, resolve
 from django.utils.log import log_response
 
+from realtime.api import errors
 from realtime.api.views import AsyncSignedAPIView
+from realtime.conf import server_settings
 
 # The publish routes of ``urls.py``; the view's name comes from the URLconf itself.
 ROUTE = re.compile(r"^/apps/[^/]+/(batch_events|events)/?$")
@@ -46,10 +51,13 @@ class ScopeRequest(HttpRequest):
         self.resolver_match = resolver_match
         self.auth = None
         client = scope.get("client")
+        server = scope.get("server") or ("unknown", "0")
         meta = {
             "REQUEST_METHOD": self.method,
             "QUERY_STRING": scope.get("query_string", b"").decode("latin-1"),
             "REMOTE_ADDR": client[0] if client else "",
+            "SERVER_NAME": server[0],  # get_host()'s answer without a Host header, as in Django
+            "SERVER_PORT": str(server[1]),
         }
         for raw_name, raw_value in scope.get("headers", ()):
             name = meta_key(raw_name.decode("latin-1"))
@@ -154,9 +162,18 @@ class PublishServer(BaseHandler):
     async def serve(
         self, scope: dict, receive: Callable[[], Awaitable[dict]], send: Any, route: _Route
     ) -> None:
-        body = await _read_body(receive)
+        max_body = server_settings().HTTP_API_REQUEST_LIMIT_IN_MB << 20
+        body = await _read_body(receive, max_body)
         if body is None:
             return  # the client went away before its request was complete
+        if body is _TOO_LARGE:
+            error = errors.payload_too_large(f"Request body is larger than {max_body >> 20} MiB")
+            status, payload, _ = errors.envelope(error)
+            content = _json(payload)
+            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(content))]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+            return
         request = ScopeRequest(scope, body, route)
         response = await self._middleware_chain(request)
         if response.status_code >= 400:
@@ -173,7 +190,18 @@ class PublishServer(BaseHandler):
         await send({"type": "http.response.body", "body": response.content})
 
     async def _get_response_async(self, request: ScopeRequest) -> JSONAnswer:
-        """Django's innermost step for a resolved route: view middleware, then the view."""
+        """Django's innermost step for a resolved route: view middleware, then the view.
+
+        First ``ALLOWED_HOSTS``, which Django checks in ``CommonMiddleware`` (not an API
+        middleware): a Host it does not allow gets 400 and Django's security log line (Django's
+        own error view needs a full request, so the answer is the API's error envelope)."""
+        if "*" not in settings.ALLOWED_HOSTS:
+            try:
+                request.get_host()
+            except DisallowedHost as exc:
+                logging.getLogger("django.security.DisallowedHost").error(str(exc))
+                status, payload, headers = errors.envelope(errors.invalid_input(str(exc)))
+                return JSONAnswer(status, _json(payload), headers)
         route = request.resolver_match
         for hook in self._view_middleware:
             answer = hook(request, route.func, (), {})
@@ -199,12 +227,26 @@ def _resolve(path: str) -> _Route | None:
     return _Route(match)
 
 
-async def _read_body(receive: Callable[[], Awaitable[dict]]) -> bytes | None:
+_TOO_LARGE = b"<too large>"  # the sentinel ``_read_body`` returns past the limit (compared by identity)
+
+
+async def _read_body(receive: Callable[[], Awaitable[dict]], max_body: int) -> bytes | None:
+    """The request body, ``None`` if the client went away, ``_TOO_LARGE`` as soon as more than
+    ``max_body`` bytes arrived (what was read is dropped; the rest is never asked for)."""
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            return _TOO_LARGE
+        chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()

@@ -8,9 +8,11 @@ this channel serves exactly those requests itself: it reads the head and body, c
 application with the scope daphne would have built, and writes the answer in one ``write``.
 
 At the first request it does not take (another method or path, HTTP/1.0, ``Connection: close``,
-``Expect``, chunked or oversized bodies, anything unusual in the head, TLS), it hands the
+``Expect``, chunked bodies, anything unusual in the head, TLS), it hands the
 connection, with every byte not yet served, to daphne's HTTP channel for good, as the WebSocket
-sniffer does; daphne then answers as it always has, errors included.
+sniffer does; daphne then answers as it always has, errors included. Two requests are answered
+here without daphne: a ``Content-Length`` over the body limit gets 413 before any of the body is
+kept, and a head with bare-LF line ends gets 400 (both then close).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import unquote
 
 from twisted.internet import interfaces, protocol, reactor
 
+from realtime.server import refusal
 from realtime.server.outlets import plain_tcp, write_through
 
 log = logging.getLogger(__name__)
@@ -98,7 +101,9 @@ class PublishChannel(protocol.Protocol):
             return
         end = buffer.find(b"\r\n\r\n")
         if end < 0:
-            if len(buffer) >= MAX_HEAD or not takes(buffer) and len(buffer) >= 11:
+            if refusal.bare_lf(buffer):
+                self._refuse(refusal.BAD_REQUEST)
+            elif len(buffer) >= MAX_HEAD or not takes(buffer) and len(buffer) >= 11:
                 self._give_up()
             else:
                 self._start_timer()
@@ -108,6 +113,9 @@ class PublishChannel(protocol.Protocol):
             self._give_up()
             return
         target, headers, length = request
+        if length > self.max_body:
+            self._refuse(refusal.too_large(self.max_body))  # before a byte of the body is kept
+            return
         start = end + 4
         if len(buffer) - start < length:
             self.awaiting = start + length
@@ -145,7 +153,7 @@ class PublishChannel(protocol.Protocol):
             elif name in NOT_TAKEN or (name == b"connection" and value.lower() != b"keep-alive"):
                 return None
             headers.append((name, value))
-        if length is None or length > self.max_body:
+        if length is None:
             return None
         return target, headers, length
 
@@ -183,6 +191,13 @@ class PublishChannel(protocol.Protocol):
         self.handed_off = True
         data, self.buffer = bytes(self.buffer), bytearray()
         self.hand_off(self, data)
+
+    def _refuse(self, response: bytes) -> None:
+        """Answer ``response`` in the transport's name and close (``refusal.refuse``)."""
+        self._stop_timer()
+        self.handed_off = True
+        self.buffer = bytearray()
+        refusal.refuse(self.transport, response)
 
     def wait_disconnect(self) -> asyncio.Future:
         if self.disconnected is None:

@@ -25,6 +25,9 @@ from realtime.protocol.outframe import OutFrame
 
 log = logging.getLogger(__name__)
 FLUSH_BYTES = 64 * 1024  # corked bytes per socket past which they are written at once
+# Seconds a slow consumer has to read its backlog (at most WEBSOCKET_MAX_BUFFER_KB plus the kernel's
+# buffers) and answer the 4100 close frame behind it before the connection is dropped.
+SLOW_CLOSE_TIMEOUT = 10
 
 
 class DaphneOutlet(Outlet):
@@ -107,7 +110,17 @@ class DaphneOutlet(Outlet):
     def close(self, code: int, reason: str) -> None:
         protocol = self.protocol
         if protocol.state in (1, 3):  # connecting or open
-            self.flush()  # frames sent before the close go out before it
+            corked = self.pending_bytes if self.pending is not None else 0
+            if corked + _unsent(protocol.transport) > self.limit:
+                # A slow consumer: the frames never written are dropped, so the close frame goes
+                # right behind what Twisted already holds (a whole-frame boundary), and the peer
+                # gets SLOW_CLOSE_TIMEOUT to read that far and answer it (autobahn's handshake
+                # timeout, read per instance) instead of a reset after two seconds.
+                self.pending = None
+                self.pending_bytes = 0
+                protocol.closeHandshakeTimeout = SLOW_CLOSE_TIMEOUT
+            else:
+                self.flush()  # frames sent before the close go out before it
             protocol.sendClose(code=code, reason=reason[:120])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import io
 import logging
 import time
 from collections.abc import Awaitable
@@ -28,6 +29,7 @@ from twisted.web import http
 from realtime.conf import server_settings
 from realtime.node import drain as shutdown
 from realtime.server import http_channel as publish_channel
+from realtime.server import refusal
 from realtime.server import upgrade_limit as ratelimit_upgrade
 
 _original_pformat = autobahn_protocol.pformat
@@ -160,17 +162,20 @@ class UpgradeSniffer(protocol.Protocol):
                 self.transport.abortConnection()
             return
         end = self.buffer.find(b"\r\n\r\n")
+        if refusal.bare_lf(self.buffer):
+            self._stop_timer()
+            self.buffer = b""
+            refusal.refuse(self.transport, refusal.BAD_REQUEST)
+            return
         if (
             end < 0
             and len(self.buffer) < self.MAX_HEAD
             and self.buffer[:4] in (b"GET ", b"GET"[: len(self.buffer)])
         ):
             return  # an upgrade request whose head has not fully arrived yet
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
+        self._stop_timer()
         head = self.buffer[: end if end >= 0 else 0].lower()
-        upgrade = head.startswith(b"get ") and b"\r\nupgrade: websocket" in head
+        upgrade = head.startswith(b"get ") and is_upgrade(head)
         if upgrade and shutdown.draining:  # graceful shutdown: new sockets belong on another node
             self._refuse(DRAINING_RESPONSE)
             return
@@ -224,10 +229,33 @@ class UpgradeSniffer(protocol.Protocol):
         """A publish channel's connection goes on in daphne's HTTP channel, from ``data`` on."""
         _switch(channel.transport, self._daphne_http(), data)
 
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted's name
-        self.lost = True
+    def _stop_timer(self) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
+        self.timer = None
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 - Twisted's name
+        self.lost = True
+        self._stop_timer()
+
+
+def is_upgrade(head: bytes) -> bool:
+    """Whether a lower-cased request head asks for a WebSocket upgrade: an ``Upgrade`` field (any
+    case, optional whitespace around the value, RFC 9110 §5.6.3) listing ``websocket``. Counted
+    generously: the upgrade limit must see every request daphne or autobahn would upgrade."""
+    if b"\r\nupgrade: websocket\r\n" in head:
+        return True
+    if b"upgrade" not in head:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, colon, value = line.partition(b":")
+        if (
+            colon
+            and name.strip(b" \t") == b"upgrade"
+            and any(token.strip(b" \t") == b"websocket" for token in value.split(b","))
+        ):
+            return True
+    return False
 
 
 def _switch(transport: Any, handler: Any, data: bytes) -> None:
@@ -241,12 +269,87 @@ def _switch(transport: Any, handler: Any, data: bytes) -> None:
 
 
 class BodyOnlyRequest(daphne_http.WebRequest):
-    """daphne hands the raw body to the application and never reads Twisted's parsed form
-    arguments; skipping that parse saves an ``email``-module Content-Type parse on every POST
-    (about 9 % of a publish's CPU)."""
+    """daphne's request, with the limits the tuned transport adds to every request of a connection
+    that daphne's HTTP channel serves:
+
+    * the body limit (``HTTP_API_REQUEST_LIMIT_IN_MB``) before the body is kept: a larger
+      ``Content-Length`` is answered 413 at once, a chunked body as soon as it passes the limit
+      (Twisted would spool it to a file and daphne then queue all of it in memory);
+    * the per-IP upgrade limit and the drain refusal on an upgrade that is not the connection's
+      first request (the sniffer saw only that one).
+
+    It also skips Twisted's parse of form arguments, which daphne never reads (an ``email``-module
+    Content-Type parse on every POST, about 9 % of a publish's CPU)."""
+
+    refused = False
+    received = 0
+    max_body = 10 << 20  # HTTP_API_REQUEST_LIMIT_IN_MB in bytes, set by ``install``
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs, parsePOSTFormSubmission=False)
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 - Twisted's name
+        if length is not None and length > self.max_body:
+            self.content = io.BytesIO()
+            self._refuse(refusal.too_large(self.max_body))
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
+        if self.refused:
+            return
+        self.received += len(data)
+        if self.received > self.max_body:
+            self._refuse(refusal.too_large(self.max_body))
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        if not self.refused:
+            super().requestReceived(command, path, version)
+
+    def process(self) -> Any:
+        upgrade = self.requestHeaders.getRawHeaders(b"upgrade")
+        if upgrade and b"websocket" in (
+            token.strip(b" \t").lower() for token in b",".join(upgrade).split(b",")
+        ):
+            if shutdown.draining:
+                self._refuse(DRAINING_RESPONSE)
+                return None
+            verdict = ratelimit_upgrade.check(self._head(), getattr(self.getClientAddress(), "host", None))
+            if isinstance(verdict, bytes):
+                self._refuse(verdict)
+                return None
+            if verdict is not None:
+                self.notifyFinish().addErrback(self._gone)  # fires if the client goes meanwhile
+                return asyncio.ensure_future(self._process_after(verdict))
+        return super().process()
+
+    async def _process_after(self, verdict: Awaitable[bytes | None]) -> None:
+        refusal_bytes = await verdict
+        if self.refused:
+            return  # the client went away meanwhile
+        if refusal_bytes is not None:
+            self._refuse(refusal_bytes)
+        else:
+            super().process()
+
+    def _gone(self, failure: Any) -> None:
+        self.refused = True
+
+    def _head(self) -> bytes:
+        """The lower-cased request head the upgrade limit reads (the forwarding headers)."""
+        lines = [self.method + b" " + self.uri]
+        for name, values in self.requestHeaders.getAllRawHeaders():
+            lines.extend(name + b": " + value for value in values)
+        return b"\r\n".join(lines).lower()
+
+    def _refuse(self, response: bytes) -> None:
+        """Answer ``response`` on the raw connection, which daphne's channel then never reads again."""
+        self.refused = True
+        channel = self.channel
+        channel.setTimeout(None)
+        refusal.refuse(channel.transport, response)
 
 
 class SniffingHTTPFactory(daphne_http.HTTPFactory):
@@ -308,5 +411,6 @@ def install() -> None:
 
         for module in (autobahn_protocol, autobahn_twisted):
             module.hltype = module.hlval = _plain
+    BodyOnlyRequest.max_body = server_settings().HTTP_API_REQUEST_LIMIT_IN_MB << 20
     daphne_server.WebSocketFactory = TunedWebSocketFactory
     daphne_server.HTTPFactory = SniffingHTTPFactory

@@ -27,6 +27,7 @@ from twisted.web import http
 
 from realtime.conf import server_settings
 from realtime.node import drain as shutdown
+from realtime.ratelimit import upgrade as upgrade_decision
 from realtime.server import http_channel as publish_channel
 from realtime.server import upgrade_limit as ratelimit_upgrade
 
@@ -310,3 +311,5 @@ def install() -> None:
             module.hltype = module.hlval = _plain
     daphne_server.WebSocketFactory = TunedWebSocketFactory
     daphne_server.HTTPFactory = SniffingHTTPFactory
+    # The sniffer applies the upgrade limit: the WebSocket entry must not count upgrades again.
+    upgrade_decision.applied_by_listener()

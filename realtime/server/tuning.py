@@ -47,6 +47,16 @@ DRAINING_RESPONSE = (
 
 CLOSE_HANDSHAKE_TIMEOUT = 2  # seconds, before whole-second rounding: a peer gets 1 - 2 s
 
+# autobahn protocol options of the node's WebSocket factory, on either transport (``NodeServer``).
+PROTOCOL_OPTIONS = {
+    # Oversized messages get a 1009 close frame (protocol-v1 §1.3), not a bare TCP drop.
+    "failByDrop": False,
+    # autobahn's timers round deadlines down to the whole second (txaio's batched timer), so its
+    # default 1 s gave a peer anywhere from 0 to 1 s to answer our close frame before the
+    # connection was aborted.
+    "closeHandshakeTimeout": CLOSE_HANDSHAKE_TIMEOUT,
+}
+
 
 def _lazy_pformat(value: object) -> str:
     if logging.getLogger("autobahn").isEnabledFor(logging.DEBUG):
@@ -280,12 +290,8 @@ class TunedWebSocketFactory(WebSocketFactory):
     protocol = LeanWebSocketProtocol
 
     def setProtocolOptions(self, **options) -> None:  # noqa: N802 - autobahn's name
-        # Oversized messages get a 1009 close frame (protocol-v1 §1.3), not a bare TCP drop.
-        options.setdefault("failByDrop", False)
-        # autobahn's timers round deadlines down to the whole second (txaio's batched timer), so
-        # its default 1 s gave a peer anywhere from 0 to 1 s to answer our close frame before the
-        # connection was aborted.
-        options.setdefault("closeHandshakeTimeout", CLOSE_HANDSHAKE_TIMEOUT)
+        for name, value in PROTOCOL_OPTIONS.items():
+            options.setdefault(name, value)
         super().setProtocolOptions(**options)
         attrs = {}
         for name in WebSocketProtocol.CONFIG_ATTRS:

@@ -444,3 +444,61 @@ def test_redis_driver_down_raises_unavailable():
 )
 def test_client_ip(peer, forwarded, real_ip, hops, expected):
     assert client_ip(peer, forwarded, real_ip, hops) == expected
+
+
+# -- the shared upgrade decision, as the WebSocket entry applies it ---------------------------------
+
+
+class UnavailableLimiter(MemoryRateLimiter):
+    def hit_nowait(self, key, limit, window, cost=1):
+        raise RateLimiterUnavailable
+
+
+@pytest.fixture
+def upgrade_limit(monkeypatch):
+    """The upgrade limit at 2 per window behind one trusted proxy, on a fresh memory limiter."""
+    from realtime.ratelimit import Limit, set_limiter, upgrade
+
+    monkeypatch.setattr(upgrade, "websocket_limit", lambda: Limit("websocket_connect", 2, 60, 1))
+    monkeypatch.setattr(upgrade, "_applied_by_listener", False)
+    set_limiter(MemoryRateLimiter())
+    yield set_limiter
+    set_limiter(None)
+
+
+def ws_scope(forwarded_for: str) -> dict:
+    return {
+        "type": "websocket",
+        "client": ["127.0.0.1", 5000],
+        "headers": [(b"x-forwarded-for", forwarded_for.encode())],
+    }
+
+
+def test_websocket_entry_refuses_over_the_limit_and_keys_on_the_forwarded_client(upgrade_limit):
+    from realtime.websocket import admission
+
+    first, other = ws_scope("6.6.6.6, 10.4.0.1"), ws_scope("10.4.0.2")
+    assert [admission.refuse(first) for _ in range(3)] == [False, False, True]
+    assert admission.refuse(ws_scope("10.4.0.1")) is True  # the same client by its trusted hop
+    assert admission.refuse(other) is False
+
+
+def test_websocket_entry_counts_nothing_when_the_listener_applies_the_limit(upgrade_limit, monkeypatch):
+    from realtime.ratelimit import upgrade
+    from realtime.websocket import admission
+
+    upgrade.applied_by_listener()
+    assert [admission.refuse(ws_scope("10.4.0.3")) for _ in range(5)] == [False] * 5
+    monkeypatch.setattr(upgrade, "_applied_by_listener", False)
+    assert admission.refuse(ws_scope("10.4.0.3")) is False  # the five above were not counted
+
+
+def test_websocket_entry_fails_closed_and_refuses_while_draining(upgrade_limit, monkeypatch):
+    from realtime.node import drain
+    from realtime.websocket import admission
+
+    upgrade_limit(UnavailableLimiter())
+    assert admission.refuse(ws_scope("10.4.0.4")) is True
+    upgrade_limit(MemoryRateLimiter())
+    monkeypatch.setattr(drain, "draining", True)
+    assert admission.refuse(ws_scope("10.4.0.5")) is True

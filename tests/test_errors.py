@@ -19,6 +19,7 @@ from ._live import (
     assert_serves,
     channel_auth,
     close_all,
+    close_reason,
     connect,
     creds_of,
     default_app,
@@ -81,7 +82,7 @@ def heartbeat_srv() -> Iterator[LiveServer]:
 async def handshake_error(server: LiveServer, code: int, message: str | None = None, **kwargs) -> None:
     """Connect and get exactly: one pusher:error with ``code``, then a close with the same code."""
     ws = await raw_connect(server, **kwargs)
-    closed = await expect_fatal(ws, code)
+    closed = await expect_fatal(server, ws, code)
     assert [f["event"] for f in closed.frames] == ["pusher:error"], closed.frames
     if message is not None:
         assert closed.frames[0]["data"]["message"] == message
@@ -499,8 +500,8 @@ def test_4301_terminate_on_limit_closes(srv):
             await subscribed(peer, channel, app)
             for i in range(3):
                 await sender.send("client-n", {"i": i}, channel)
-            closed = await expect_fatal(sender, 4301)
-            assert closed.reason == "Connection closed due to client event rate limit"
+            closed = await expect_fatal(srv, sender, 4301)
+            assert closed.reason == close_reason(srv, "Connection closed due to client event rate limit")
             got = [f["data"]["i"] for f in await peer.nothing(0.5) if f["event"] == "client-n"]
             assert got == [0, 1], got
             await still_open(peer)
@@ -549,7 +550,7 @@ def test_4201_pong_timeout_and_answering_clients_stay(heartbeat_srv):
             )
             closed = await silent_task
             assert closed.code == 4201, closed
-            assert closed.reason == "Pong reply not received in time"
+            assert closed.reason == close_reason(srv, "Pong reply not received in time")
             assert {"event": "pusher:ping"} in closed.frames, closed.frames
             assert not [f for f in closed.frames if f["event"] == "pusher:error"], closed.frames
             assert pongs >= 2 and others >= 2, (pongs, others)
@@ -579,7 +580,7 @@ def test_4009_user_authentication_timeout(srv):
             for client in (silent, public_only):
                 closed = await read_until_closed(client.ws, 4)
                 assert closed.code == 4009, closed
-                assert closed.reason == "Connection not authorized within timeout."
+                assert closed.reason == close_reason(srv, "Connection not authorized within timeout.")
                 assert not [f for f in closed.frames if f["event"] == "pusher:error"], closed.frames
             await asyncio.sleep(1.2)  # well past the 1 s timeout
             await still_open(signer)

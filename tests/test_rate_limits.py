@@ -25,6 +25,8 @@ from realtime.ratelimit.memory import MemoryRateLimiter
 from realtime.ratelimit.redis import RedisRateLimiter
 from realtime.testing import LiveServer, PusherClient, free_port, signed_query
 
+from ._live import transport, upgrade_refused_status
+
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TOO_MANY = {"error": "Too Many Requests", "message": "Rate limit exceeded. Please try again later."}
 ON = {"RATE_LIMITER_ENABLED": "true"}
@@ -117,13 +119,21 @@ def raw_upgrade(server: LiveServer, headers: dict[str, str] | None = None) -> by
         return received
 
 
-def assert_upgrade_refused(received: bytes, status: int = 429, limit: int | None = None) -> dict[str, str]:
-    """A plain HTTP refusal: status line, JSON body of Content-Length bytes, then the socket closed
-    (``raw_upgrade`` read until EOF), so no handshake and no WebSocket frame."""
+def assert_upgrade_refused(
+    server: LiveServer, received: bytes, status: int = 429, limit: int | None = None
+) -> dict[str, str]:
+    """A plain HTTP refusal then the socket closed (``raw_upgrade`` read until EOF), so no handshake
+    and no WebSocket frame. On the tuned transport: ``status`` with a JSON body of Content-Length
+    bytes (and the limit's headers for a 429). On the stock transport the upgrade is closed before
+    accept, which stock daphne can only answer ``403 Access denied`` with no body."""
     head, _, body = received.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    assert lines[0].startswith(f"HTTP/1.1 {status} "), received
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if transport(server) == "stock":
+        assert lines[0] == "HTTP/1.1 403 Access denied", received
+        assert "sec-websocket-accept" not in headers and body == b"", received
+        return headers
+    assert lines[0].startswith(f"HTTP/1.1 {status} "), received
     assert headers["content-type"] == "application/json"
     assert int(headers["content-length"]) == len(body)
     assert "sec-websocket-accept" not in headers
@@ -205,11 +215,12 @@ def test_21st_upgrade_in_the_window_gets_http_429_before_any_frame(server_factor
         clients = [await PusherClient.connect(server.ws_url) for _ in range(20)]
         try:
             received = await asyncio.to_thread(raw_upgrade, server)
-            headers = assert_upgrade_refused(received, 429, limit=20)
-            assert 1 <= int(headers["x-ratelimit-reset"]) <= 60
+            headers = assert_upgrade_refused(server, received, 429, limit=20)
+            if transport(server) == "tuned":
+                assert 1 <= int(headers["x-ratelimit-reset"]) <= 60
             with pytest.raises(InvalidStatus) as refused:
                 await websockets.connect(server.ws_url, open_timeout=5)
-            assert refused.value.response.status_code == 429
+            assert refused.value.response.status_code == upgrade_refused_status(server, 429)
             # The twenty admitted sockets are untouched and keep working.
             for i, client in enumerate(clients):
                 await client.subscribe(f"room-{i}")
@@ -228,8 +239,8 @@ def test_upgrade_limit_keys_on_the_forwarded_client(server_factory):
     first = {"X-Forwarded-For": "6.6.6.6, 10.2.0.1"}
     assert_upgraded(raw_upgrade(server, first))
     assert_upgraded(raw_upgrade(server, first))
-    assert_upgrade_refused(raw_upgrade(server, first), 429, limit=2)
-    assert_upgrade_refused(raw_upgrade(server, {"X-Forwarded-For": "10.2.0.1"}), 429, limit=2)
+    assert_upgrade_refused(server, raw_upgrade(server, first), 429, limit=2)
+    assert_upgrade_refused(server, raw_upgrade(server, {"X-Forwarded-For": "10.2.0.1"}), 429, limit=2)
     assert_upgraded(raw_upgrade(server, {"X-Forwarded-For": "6.6.6.6, 10.2.0.2"}))  # another client
 
 
@@ -254,10 +265,11 @@ def test_counter_store_down_fails_closed(server_factory):
         "status": 503,
     }
     received = raw_upgrade(server)
-    assert_upgrade_refused(received, 503)
-    assert received.split(b"\r\n\r\n", 1)[1] == (
-        b'{"error":"Service Unavailable","message":"Rate limiter backend unavailable."}'
-    )
+    assert_upgrade_refused(server, received, 503)
+    if transport(server) == "tuned":
+        assert received.split(b"\r\n\r\n", 1)[1] == (
+            b'{"error":"Service Unavailable","message":"Rate limiter backend unavailable."}'
+        )
 
 
 # -- per-app limits ----------------------------------------------------------------------------------
@@ -332,8 +344,8 @@ def test_cluster_nodes_share_the_counters(server_factory):
     ws_client = {"X-Forwarded-For": "10.3.0.2"}
     for node in (a, b, a, b):
         assert_upgraded(raw_upgrade(node, ws_client))
-    assert_upgrade_refused(raw_upgrade(b, ws_client), 429, limit=4)
-    assert_upgrade_refused(raw_upgrade(a, ws_client), 429, limit=4)
+    assert_upgrade_refused(b, raw_upgrade(b, ws_client), 429, limit=4)
+    assert_upgrade_refused(a, raw_upgrade(a, ws_client), 429, limit=4)
 
     events_client = {"X-Forwarded-For": "10.3.0.3"}
     assert publish(a, events=3, headers=events_client).status_code == 200
@@ -432,3 +444,61 @@ def test_redis_driver_down_raises_unavailable():
 )
 def test_client_ip(peer, forwarded, real_ip, hops, expected):
     assert client_ip(peer, forwarded, real_ip, hops) == expected
+
+
+# -- the shared upgrade decision, as the WebSocket entry applies it ---------------------------------
+
+
+class UnavailableLimiter(MemoryRateLimiter):
+    def hit_nowait(self, key, limit, window, cost=1):
+        raise RateLimiterUnavailable
+
+
+@pytest.fixture
+def upgrade_limit(monkeypatch):
+    """The upgrade limit at 2 per window behind one trusted proxy, on a fresh memory limiter."""
+    from realtime.ratelimit import Limit, set_limiter, upgrade
+
+    monkeypatch.setattr(upgrade, "websocket_limit", lambda: Limit("websocket_connect", 2, 60, 1))
+    monkeypatch.setattr(upgrade, "_applied_by_listener", False)
+    set_limiter(MemoryRateLimiter())
+    yield set_limiter
+    set_limiter(None)
+
+
+def ws_scope(forwarded_for: str) -> dict:
+    return {
+        "type": "websocket",
+        "client": ["127.0.0.1", 5000],
+        "headers": [(b"x-forwarded-for", forwarded_for.encode())],
+    }
+
+
+def test_websocket_entry_refuses_over_the_limit_and_keys_on_the_forwarded_client(upgrade_limit):
+    from realtime.websocket import admission
+
+    first, other = ws_scope("6.6.6.6, 10.4.0.1"), ws_scope("10.4.0.2")
+    assert [admission.refuse(first) for _ in range(3)] == [False, False, True]
+    assert admission.refuse(ws_scope("10.4.0.1")) is True  # the same client by its trusted hop
+    assert admission.refuse(other) is False
+
+
+def test_websocket_entry_counts_nothing_when_the_listener_applies_the_limit(upgrade_limit, monkeypatch):
+    from realtime.ratelimit import upgrade
+    from realtime.websocket import admission
+
+    upgrade.applied_by_listener()
+    assert [admission.refuse(ws_scope("10.4.0.3")) for _ in range(5)] == [False] * 5
+    monkeypatch.setattr(upgrade, "_applied_by_listener", False)
+    assert admission.refuse(ws_scope("10.4.0.3")) is False  # the five above were not counted
+
+
+def test_websocket_entry_fails_closed_and_refuses_while_draining(upgrade_limit, monkeypatch):
+    from realtime.node import drain
+    from realtime.websocket import admission
+
+    upgrade_limit(UnavailableLimiter())
+    assert admission.refuse(ws_scope("10.4.0.4")) is True
+    upgrade_limit(MemoryRateLimiter())
+    monkeypatch.setattr(drain, "draining", True)
+    assert admission.refuse(ws_scope("10.4.0.5")) is True

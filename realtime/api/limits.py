@@ -18,7 +18,6 @@ a publish while Redis is away must read as "try again", never as a server fault 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -26,42 +25,11 @@ from django.core.exceptions import MiddlewareNotUsed
 from django.http import HttpRequest, HttpResponse
 
 from realtime.conf import server_settings
-from realtime.ratelimit import client_ip, get_limiter
+from realtime.ratelimit import Limit, get_limiter
 from realtime.ratelimit.base import Decision, RateLimiterUnavailable
 
 TOO_MANY = {"error": "Too Many Requests", "message": "Rate limit exceeded. Please try again later."}
 BACKEND_DOWN = {"error": "Rate limiter backend unavailable.", "code": "service_unavailable", "status": 503}
-
-
-@dataclass(frozen=True, slots=True)
-class Limit:
-    """One per-IP limit: ``max_requests`` per ``window`` seconds, counted under ``{name}:{ip}``."""
-
-    name: str
-    max_requests: int
-    window: int
-    trust_hops: int
-
-    @classmethod
-    def api(cls, settings: dict[str, Any]) -> Limit:
-        return cls(
-            "api",
-            settings.RATE_LIMITER_API_MAX_REQUESTS,
-            settings.RATE_LIMITER_API_WINDOW_SECONDS,
-            settings.RATE_LIMITER_TRUST_HOPS,
-        )
-
-    @classmethod
-    def websocket(cls, settings: dict[str, Any]) -> Limit:
-        return cls(
-            "websocket_connect",
-            settings.RATE_LIMITER_WS_MAX_REQUESTS,
-            settings.RATE_LIMITER_WS_WINDOW_SECONDS,
-            settings.RATE_LIMITER_TRUST_HOPS,
-        )
-
-    def key(self, peer: str | None, forwarded_for: str | None, real_ip: str | None) -> str:
-        return f"{self.name}:{client_ip(peer, forwarded_for, real_ip, self.trust_hops)}"
 
 
 def compact_json(body: dict) -> bytes:

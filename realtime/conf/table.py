@@ -299,7 +299,7 @@ SETTINGS: tuple[Setting, ...] = (
         "SERVER_FAST_PATHS",
         True,
         bool,
-        "Serve through the tuned daphne transport (lean upgrades, corked writes, the keep-alive publish channel); false = stock daphne.",
+        "Serve through the tuned daphne transport (lean upgrades, corked writes, the keep-alive publish channel); false = stock daphne (refused upgrades get 403, close frames carry no reason text).",
     ),
     Setting(
         "LISTEN_BACKLOG",

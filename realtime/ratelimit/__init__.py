@@ -7,6 +7,7 @@ The counter store is pluggable (``RATE_LIMITER_DRIVER``: ``memory``, ``redis`` o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from realtime.conf import server_settings
@@ -15,6 +16,7 @@ from realtime.ratelimit.base import Decision, RateLimiter, RateLimiterUnavailabl
 
 __all__ = [
     "Decision",
+    "Limit",
     "RateLimiter",
     "RateLimiterUnavailable",
     "client_ip",
@@ -61,3 +63,34 @@ def client_ip(peer: str | None, forwarded_for: str | None, real_ip: str | None, 
         if real_ip and real_ip.strip():
             return real_ip.strip()
     return peer or "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One per-IP limit: ``max_requests`` per ``window`` seconds, counted under ``{name}:{ip}``."""
+
+    name: str
+    max_requests: int
+    window: int
+    trust_hops: int
+
+    @classmethod
+    def api(cls, settings: dict[str, Any]) -> Limit:
+        return cls(
+            "api",
+            settings.RATE_LIMITER_API_MAX_REQUESTS,
+            settings.RATE_LIMITER_API_WINDOW_SECONDS,
+            settings.RATE_LIMITER_TRUST_HOPS,
+        )
+
+    @classmethod
+    def websocket(cls, settings: dict[str, Any]) -> Limit:
+        return cls(
+            "websocket_connect",
+            settings.RATE_LIMITER_WS_MAX_REQUESTS,
+            settings.RATE_LIMITER_WS_WINDOW_SECONDS,
+            settings.RATE_LIMITER_TRUST_HOPS,
+        )
+
+    def key(self, peer: str | None, forwarded_for: str | None, real_ip: str | None) -> str:
+        return f"{self.name}:{client_ip(peer, forwarded_for, real_ip, self.trust_hops)}"

@@ -10,7 +10,9 @@ an upgrade removes it; ``requirements.txt`` pins those frameworks exactly.
   the handshake, the keep-alive publish channel ``http_channel``), corked socket writes
   (``outlets``), and the lean API handler (``api_handler`` with ``fast_publish``);
 * off: stock daphne and Django's own ASGI handler, none of the above. Both serve the same views
-  and the same engine, so behaviour is the same; only the cost differs.
+  and the same engine, so behaviour is the same except where stock daphne cannot do it: close
+  frames carry no reason text, and an upgrade refused before the handshake (per-IP limit, applied
+  by the WebSocket entry there; draining) gets ``403`` instead of ``429`` / ``503``.
 """
 
 from __future__ import annotations

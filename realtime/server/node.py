@@ -27,7 +27,7 @@ from realtime.conf import server_settings
 from realtime.node import drain as shutdown
 from realtime.node import metrics
 from realtime.node.engine import current_engine
-from realtime.server.tuning import TunedServer
+from realtime.server.tuning import PROTOCOL_OPTIONS, TunedServer
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,9 @@ class NodeServer(Server):
         super().run()
 
     def _when_running(self) -> None:
+        # Before the first connection: stock daphne builds its WebSocket factory in ``run`` without
+        # these (an oversized message would be a bare TCP drop instead of a 1009 close).
+        self.ws_factory.setProtocolOptions(**PROTOCOL_OPTIONS)
         for fd in self.listen_fds:
             sock = socket.socket(fileno=fd)  # detects the address family
             sock.setblocking(False)  # Twisted accepts until EAGAIN; a blocking socket would hang it

@@ -28,6 +28,7 @@ from twisted.web import http
 
 from realtime.conf import server_settings
 from realtime.node import drain as shutdown
+from realtime.ratelimit import upgrade as upgrade_decision
 from realtime.server import http_channel as publish_channel
 from realtime.server import refusal
 from realtime.server import upgrade_limit as ratelimit_upgrade
@@ -47,6 +48,16 @@ DRAINING_RESPONSE = (
 )
 
 CLOSE_HANDSHAKE_TIMEOUT = 2  # seconds, before whole-second rounding: a peer gets 1 - 2 s
+
+# autobahn protocol options of the node's WebSocket factory, on either transport (``NodeServer``).
+PROTOCOL_OPTIONS = {
+    # Oversized messages get a 1009 close frame (protocol-v1 §1.3), not a bare TCP drop.
+    "failByDrop": False,
+    # autobahn's timers round deadlines down to the whole second (txaio's batched timer), so its
+    # default 1 s gave a peer anywhere from 0 to 1 s to answer our close frame before the
+    # connection was aborted.
+    "closeHandshakeTimeout": CLOSE_HANDSHAKE_TIMEOUT,
+}
 
 
 def _lazy_pformat(value: object) -> str:
@@ -382,12 +393,8 @@ class TunedWebSocketFactory(WebSocketFactory):
     protocol = LeanWebSocketProtocol
 
     def setProtocolOptions(self, **options) -> None:  # noqa: N802 - autobahn's name
-        # Oversized messages get a 1009 close frame (protocol-v1 §1.3), not a bare TCP drop.
-        options.setdefault("failByDrop", False)
-        # autobahn's timers round deadlines down to the whole second (txaio's batched timer), so
-        # its default 1 s gave a peer anywhere from 0 to 1 s to answer our close frame before the
-        # connection was aborted.
-        options.setdefault("closeHandshakeTimeout", CLOSE_HANDSHAKE_TIMEOUT)
+        for name, value in PROTOCOL_OPTIONS.items():
+            options.setdefault(name, value)
         super().setProtocolOptions(**options)
         attrs = {}
         for name in WebSocketProtocol.CONFIG_ATTRS:
@@ -414,3 +421,5 @@ def install() -> None:
     BodyOnlyRequest.max_body = server_settings().HTTP_API_REQUEST_LIMIT_IN_MB << 20
     daphne_server.WebSocketFactory = TunedWebSocketFactory
     daphne_server.HTTPFactory = SniffingHTTPFactory
+    # The sniffer applies the upgrade limit: the WebSocket entry must not count upgrades again.
+    upgrade_decision.applied_by_listener()

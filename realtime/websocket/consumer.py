@@ -13,6 +13,7 @@ from channels.consumer import AsyncConsumer
 
 from apps_admin.managers import get_app_manager
 from realtime.node.engine import get_engine
+from realtime.websocket import admission
 
 
 class RealtimeConsumer(AsyncConsumer):
@@ -22,6 +23,10 @@ class RealtimeConsumer(AsyncConsumer):
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         message = await receive()
         if message["type"] != "websocket.connect":
+            return
+        refusal = admission.refuse(scope)
+        if refusal is not False and (refusal is True or await refusal):
+            await send({"type": "websocket.close"})  # before accept: the upgrade is refused
             return
         engine = await get_engine()
         key = self.key or scope.get("url_route", {}).get("kwargs", {}).get("key", "")

@@ -333,9 +333,8 @@ def test_upgrade_limit_cannot_be_bypassed(servers, fast: bool) -> None:
         assert published == 200
         got["after a publish"] = upgrade_status(sock, upgrade_bytes(server))
     print(f"\n{'tuned' if fast else 'stock'} transport, limit 2: first two {allowed}, then {got}")
-    if not fast:
-        pytest.skip(f"stock daphne applies no upgrade limit yet (measured {got})")
-    assert set(got.values()) == {429}, got
+    # Stock daphne can refuse an upgrade only by closing before accept, which it answers 403.
+    assert set(got.values()) == ({429} if fast else {403}), got
 
 
 # -- 3. slow consumers ------------------------------------------------------------------------------
@@ -438,9 +437,9 @@ def test_slow_consumer_that_reads_gets_4100(servers) -> None:
 
 
 # -- 4. bare-LF heads ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("fast", [True, False], ids=["tuned", "stock"])
-def test_bare_lf_requests_are_answered_at_once(servers, fast: bool) -> None:
-    server = start(servers, SERVER_FAST_PATHS="true" if fast else "false")
+def test_bare_lf_requests_are_answered_at_once(servers) -> None:
+    """The tuned transport only: stock daphne waits for CRLF until its own timeout (docs/reliability.md)."""
+    server = start(servers, SERVER_FAST_PATHS="true")
     cases = {
         "publish": f"POST /apps/{server.app_id}/events HTTP/1.1\nHost: x\nContent-Length: 2\n\n{{}}".encode(),
         "upgrade": f"GET /app/{server.key} HTTP/1.1\nHost: x\nUpgrade: websocket\n\n".encode(),
@@ -466,9 +465,7 @@ def test_bare_lf_requests_are_answered_at_once(servers, fast: bool) -> None:
         except (OSError, AssertionError):
             status = None
         got["second publish"] = (status, round(time.monotonic() - started, 3))
-    print(f"\n{'tuned' if fast else 'stock'} transport, bare-LF requests (status, seconds): {got}")
-    if not fast:
-        pytest.skip(f"stock daphne waits for CRLF (measured {got})")
+    print(f"\ntuned transport, bare-LF requests (status, seconds): {got}")
     assert all(status == 400 and took < 1 for status, took in got.values()), got
     assert _publish(server, event_body("after-lf"))[0] == 200
 

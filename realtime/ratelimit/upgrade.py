@@ -11,8 +11,8 @@ flood gets about 17 upgrades a second. Each refusal is logged and counted (``ref
   to the ASGI scope before accepting, and refuses by closing before accept: stock daphne answers
   that with ``HTTP 403``, the only refusal it can send before the handshake.
 
-The decision never blocks the event loop: the memory driver answers at once (``hit_nowait``), other
-drivers through an awaitable (``ahit``). A store that does not answer refuses (fail closed).
+The decision never blocks the event loop: the memory driver answers at once (``take_nowait``), other
+drivers through an awaitable (``atake``). A store that does not answer refuses (fail closed).
 """
 
 from __future__ import annotations

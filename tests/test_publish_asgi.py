@@ -158,11 +158,14 @@ def test_publishes_answer_and_count_as_the_django_cycle_does():
 
 
 def test_the_per_ip_limit_applies_to_publishes_served_from_the_scope():
+    """Requests that fail the signature check count against the per-IP budget (and carry its
+    headers); correctly signed ones do not, whatever their answer."""
     results = run_parity({"RATE_LIMITER_ENABLED": "true", "RATE_LIMITER_API_MAX_REQUESTS": "1000"})
     check_parity(results)
-    assert all(
-        result["fast"]["limited"] == ["x-ratelimit-remaining", "x-ratelimit-reset"] for result in results
-    )
+    failed = {"bad signature", "unsigned", "other app in the path"}
+    for result in results:
+        expected = ["x-ratelimit-remaining", "x-ratelimit-reset"] if result["name"] in failed else []
+        assert result["fast"]["limited"] == expected, result
 
 
 REFUSAL_PROBE = """
@@ -174,10 +177,10 @@ from sockudo_project.asgi import api_asgi_app
 
 EVENT = json.dumps(dict(name="e", channel="c", data="x")).encode()
 
-async def post(messages):
+async def post(messages, secret="probe-secret"):
     path = "/apps/probe/events"
     scope = dict(type="http", method="POST", path=path, raw_path=path.encode(),
-                 query_string=signed_query("POST", path, "probe-key", "probe-secret", EVENT).encode(),
+                 query_string=signed_query("POST", path, "probe-key", secret, EVENT).encode(),
                  headers=[(b"content-type", b"application/json")], client=("127.0.0.1", 5000),
                  scheme="http", http_version="1.1", root_path="")
     sent = await asyncio.wait_for(call_asgi(api_asgi_app, scope, messages), 5)
@@ -186,8 +189,9 @@ async def post(messages):
 
 async def main():
     gone = await post([dict(type="http.request", body=EVENT[:5], more_body=True), dict(type="http.disconnect")])
-    limited = [await post([dict(type="http.request", body=EVENT)]) for _ in range(3)]
-    return dict(gone=gone, limited=limited)
+    signed = [await post([dict(type="http.request", body=EVENT)]) for _ in range(3)]
+    limited = [await post([dict(type="http.request", body=EVENT)], "wrong") for _ in range(3)]
+    return dict(gone=gone, signed=signed, limited=limited)
 
 print(json.dumps(asyncio.run(main())))
 """
@@ -199,6 +203,7 @@ def test_a_client_gone_mid_body_gets_nothing_and_the_limit_refuses_with_429():
         {**ENV, "RATE_LIMITER_ENABLED": "true", "RATE_LIMITER_API_MAX_REQUESTS": "2"},
     )
     assert result["gone"] == [[], ""]
+    assert [status for status, _body in result["signed"]] == [[200], [200], [200]], result  # not counted
     statuses = [status for status, _body in result["limited"]]
-    assert statuses == [[200], [200], [429]], result
+    assert statuses == [[401], [401], [429]], result  # two failures allowed, then refused
     assert json.loads(result["limited"][2][1])["error"] == "Too Many Requests"

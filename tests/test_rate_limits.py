@@ -153,25 +153,37 @@ def assert_upgraded(received: bytes) -> None:
 # -- per-IP limit of the HTTP API -------------------------------------------------------------------
 
 
-def test_api_limit_per_ip_at_the_default_boundary(server_factory):
-    """100 requests per 60 s per IP (upstream's default) on every /apps route, counted before the
-    signature check; X-Forwarded-For and X-Real-IP are ignored without trusted hops."""
+def bad_signature(server: LiveServer, headers: dict | None = None) -> httpx.Response:
+    """A request signed with the wrong secret: 401 auth_failed."""
+    path = f"/apps/{server.app_id}/channels"
+    query = signed_query("GET", path, server.key, "not-the-secret")
+    return httpx.get(f"{server.http_url}{path}?{query}", headers=headers or {}, timeout=10)
+
+
+def test_api_failures_per_ip_at_the_default_boundary(server_factory):
+    """Signed requests never use the per-IP budget; 20 failed ones per 60 s per IP do, then the IP
+    is refused before its signature is looked at. X-Forwarded-For and X-Real-IP are ignored
+    without trusted hops."""
     server = server_factory(ON)
-    for i in range(100):
+    for i in range(150):  # past Sockudo's 100 per minute
+        response = api_get(server) if i % 3 else publish(server)
+        assert response.status_code == 200, (i, response.text)
+        assert "x-ratelimit-limit" not in response.headers
+    for i in range(20):
         forged = {"X-Forwarded-For": f"10.0.{i}.1", "X-Real-IP": f"10.1.{i}.1"}
-        # Every fifth request is unsigned: refused by the auth check (400), yet counted.
-        response = api_get(server, headers=forged, signed=i % 5 != 0)
-        assert response.status_code == (200 if i % 5 else 400), (i, response.text)
+        # Unsigned (400) and wrongly signed (401) requests both count.
+        response = bad_signature(server, forged) if i % 2 else api_get(server, headers=forged, signed=False)
+        assert response.status_code == (401 if i % 2 else 400), (i, response.text)
         headers = rate_headers(response)
-        assert headers["x-ratelimit-limit"] == "100"
-        assert headers["x-ratelimit-remaining"] == str(99 - i)
+        assert headers["x-ratelimit-limit"] == "20"
+        assert headers["x-ratelimit-remaining"] == str(19 - i)
         assert 1 <= int(headers["x-ratelimit-reset"]) <= 60
-        assert "retry-after" not in headers
-    assert_too_many(api_get(server), 100)
-    assert_too_many(api_get(server, signed=False), 100)  # refused before the signature is looked at
-    assert_too_many(publish(server), 100)
+        assert ("retry-after" in headers) == (i == 19)  # the last one says when to come back
+    assert_too_many(api_get(server), 20)  # locked out: even a signed request, unverified
+    assert_too_many(bad_signature(server), 20)
+    assert_too_many(publish(server), 20)
     # The Python SDK's /users alias is an API route too; probes are not.
-    assert_too_many(api_post(server, "/users/u1/terminate_connections", {}), 100)
+    assert_too_many(api_post(server, "/users/u1/terminate_connections", {}), 20)
     assert httpx.get(f"{server.http_url}/live", timeout=5).status_code == 200
 
 
@@ -185,31 +197,37 @@ def test_api_window_resets_and_trusted_hops_pick_the_client(server_factory):
         }
     )
 
-    def via(client: str, forged: str = "6.6.6.6") -> httpx.Response:
+    def via(client: str, forged: str = "6.6.6.6", signed: bool = False) -> httpx.Response:
         # One trusted proxy appends the address it saw; everything left of it is the client's word.
-        return api_get(server, headers={"X-Forwarded-For": f"{forged}, {client}"})
+        return api_get(server, headers={"X-Forwarded-For": f"{forged}, {client}"}, signed=signed)
 
-    assert via("10.0.0.1").status_code == 200
+    assert via("10.0.0.1", signed=True).status_code == 200  # not counted
+    assert rate_headers(via("10.0.0.1"))["x-ratelimit-remaining"] == "1"
     assert rate_headers(via("10.0.0.1"))["x-ratelimit-remaining"] == "0"
     assert_too_many(via("10.0.0.1"), 2)
+    assert_too_many(via("10.0.0.1", signed=True), 2)
     assert_too_many(via("10.0.0.1", forged="7.7.7.7"), 2)  # forging the left part changes nothing
-    assert via("10.0.0.2").status_code == 200  # another client behind the proxy has its own budget
-    assert api_get(server, headers={"X-Real-IP": "10.0.0.3"}).status_code == 200  # proxy's X-Real-IP
-    assert api_get(server).status_code == 200  # no header: the TCP peer
+    assert via("10.0.0.2").status_code == 400  # another client behind the proxy has its own budget
+    assert via("10.0.0.2", signed=True).status_code == 200
+    real_ip = api_get(server, headers={"X-Real-IP": "10.0.0.3"}, signed=False)  # proxy's X-Real-IP
+    assert rate_headers(real_ip)["x-ratelimit-remaining"] == "1"
+    assert rate_headers(api_get(server, signed=False))["x-ratelimit-remaining"] == "1"  # the TCP peer
 
     refused = via("10.0.0.1")
     assert_too_many(refused, 2)
     time.sleep(int(refused.headers["retry-after"]) + 0.2)
+    assert via("10.0.0.1", signed=True).status_code == 200  # a new window
     again = via("10.0.0.1")
-    assert again.status_code == 200, again.text  # a new window
+    assert again.status_code == 400, again.text
     assert rate_headers(again)["x-ratelimit-remaining"] == "1"
 
 
 # -- per-IP limit of WebSocket upgrades --------------------------------------------------------------
 
 
-def test_21st_upgrade_in_the_window_gets_http_429_before_any_frame(server_factory):
-    server = server_factory(ON)
+def test_upgrade_past_the_bucket_gets_http_429_before_any_frame(server_factory):
+    """A bucket of 20 (refilling 20 per 60 s): the 21st upgrade in a row is refused."""
+    server = server_factory({**ON, "RATE_LIMITER_WS_MAX_REQUESTS": "20"})
 
     async def scenario() -> None:
         clients = [await PusherClient.connect(server.ws_url) for _ in range(20)]
@@ -217,7 +235,7 @@ def test_21st_upgrade_in_the_window_gets_http_429_before_any_frame(server_factor
             received = await asyncio.to_thread(raw_upgrade, server)
             headers = assert_upgrade_refused(server, received, 429, limit=20)
             if transport(server) == "tuned":
-                assert 1 <= int(headers["x-ratelimit-reset"]) <= 60
+                assert 1 <= int(headers["x-ratelimit-reset"]) <= 3  # one token back in 3 s
             with pytest.raises(InvalidStatus) as refused:
                 await websockets.connect(server.ws_url, open_timeout=5)
             assert refused.value.response.status_code == upgrade_refused_status(server, 429)
@@ -230,18 +248,28 @@ def test_21st_upgrade_in_the_window_gets_http_429_before_any_frame(server_factor
                 await client.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
-    # The HTTP API has its own budget.
+    # The HTTP API has its own limits.
     assert api_get(server).status_code == 200
 
 
-def test_upgrade_limit_keys_on_the_forwarded_client(server_factory):
-    server = server_factory({**ON, "RATE_LIMITER_WS_MAX_REQUESTS": "2", "RATE_LIMITER_TRUST_HOPS": "1"})
+def test_upgrade_limit_keys_on_the_forwarded_client_and_refills(server_factory):
+    server = server_factory(
+        {
+            **ON,
+            "RATE_LIMITER_WS_MAX_REQUESTS": "2",
+            "RATE_LIMITER_WS_WINDOW_SECONDS": "2",  # one upgrade a second back
+            "RATE_LIMITER_TRUST_HOPS": "1",
+        }
+    )
     first = {"X-Forwarded-For": "6.6.6.6, 10.2.0.1"}
     assert_upgraded(raw_upgrade(server, first))
     assert_upgraded(raw_upgrade(server, first))
     assert_upgrade_refused(server, raw_upgrade(server, first), 429, limit=2)
     assert_upgrade_refused(server, raw_upgrade(server, {"X-Forwarded-For": "10.2.0.1"}), 429, limit=2)
     assert_upgraded(raw_upgrade(server, {"X-Forwarded-For": "6.6.6.6, 10.2.0.2"}))  # another client
+    time.sleep(1.2)
+    assert_upgraded(raw_upgrade(server, first))  # refilled: one token
+    assert_upgrade_refused(server, raw_upgrade(server, first), 429, limit=2)
 
 
 def test_limiter_off_admits_everything(server_factory):
@@ -256,14 +284,15 @@ def test_limiter_off_admits_everything(server_factory):
 
 def test_counter_store_down_fails_closed(server_factory):
     server = server_factory({**ON, "RATE_LIMITER_DRIVER": "redis", "REDIS_URL": dead_redis_url()})
-    response = api_get(server)
-    assert response.status_code == 503
-    assert response.headers["Retry-After"] == "1"
-    assert response.json() == {
-        "error": "Rate limiter backend unavailable.",
-        "code": "service_unavailable",
-        "status": 503,
-    }
+    # A signed read counts against the app's default limit; an unsigned one against the IP's budget.
+    for response in (api_get(server), publish(server), api_get(server, signed=False)):
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "1"
+        assert response.json() == {
+            "error": "Rate limiter backend unavailable.",
+            "code": "service_unavailable",
+            "status": 503,
+        }
     received = raw_upgrade(server)
     assert_upgrade_refused(server, received, 503)
     if transport(server) == "tuned":
@@ -314,6 +343,18 @@ def test_app_backend_events_and_read_requests_per_second(server_factory):
     assert api_get(server).status_code == 200
 
 
+def test_server_defaults_limit_apps_without_their_own(server_factory):
+    """``RATE_LIMITER_APP_*_PER_SECOND`` apply to apps without a limit, only with the limiter on."""
+    env = {"RATE_LIMITER_APP_EVENTS_PER_SECOND": "3", "RATE_LIMITER_APP_READS_PER_SECOND": "2"}
+    server = server_factory({**ON, **env})
+    assert publish(server, events=3).status_code == 200
+    assert_app_limited(publish(server), 3)
+    assert api_get(server).status_code == 200 and api_get(server).status_code == 200
+    assert_app_limited(api_get(server), 2)
+    off = server_factory({"RATE_LIMITER_ENABLED": "false", **env})
+    assert all(publish(off, events=3).status_code == 200 for _ in range(3))
+
+
 # -- counters shared by a cluster -------------------------------------------------------------------
 
 
@@ -334,12 +375,16 @@ def test_cluster_nodes_share_the_counters(server_factory):
     a, b = server_factory(env), server_factory(env)
 
     api_client = {"X-Forwarded-For": "10.3.0.1"}
-    for i in range(6):
-        response = api_get((a, b)[i % 2], headers=api_client)
-        assert response.status_code == 200, response.text
+    for i in range(6):  # failed requests: the budget is shared
+        response = api_get((a, b)[i % 2], headers=api_client, signed=False)
+        assert response.status_code == 400, response.text
         assert rate_headers(response)["x-ratelimit-remaining"] == str(5 - i)
+    assert_too_many(api_get(b, headers=api_client), 6)  # b counted the sixth: locked out
+    # a has seen no failure past the budget yet: a signed request goes through, the next failure
+    # finds the shared budget used up and is refused, and a locks the address out too.
+    assert api_get(a, headers=api_client).status_code == 200
+    assert_too_many(api_get(a, headers=api_client, signed=False), 6)
     assert_too_many(api_get(a, headers=api_client), 6)
-    assert_too_many(api_get(b, headers=api_client), 6)
 
     ws_client = {"X-Forwarded-For": "10.3.0.2"}
     for node in (a, b, a, b):
@@ -410,6 +455,112 @@ def test_driver_counts_cost_and_answers_on_the_loop(limiter):
     assert not driver.hit("app_backend_events:1", 5, 60).allowed  # sync and async share counters
 
 
+def test_driver_token_bucket_burst_refill_and_refusals_take_nothing(limiter):
+    driver, advance = limiter
+    for i in range(3):
+        decision = driver.take("websocket_connect:1.2.3.4", 3, 2.0)
+        assert decision.allowed and decision.remaining == 2 - i and decision.limit == 3
+    for _ in range(5):  # refused takes take nothing, so they do not push the refill back
+        refused = driver.take("websocket_connect:1.2.3.4", 3, 2.0)
+        assert not refused.allowed and refused.remaining == 0
+        assert refused.headers()["Retry-After"] == "1"  # one token back within 0.5 s
+    assert driver.take("websocket_connect:5.6.7.8", 3, 2.0).allowed  # keys are independent
+    advance(0.6)  # 1.2 tokens back
+    assert driver.take("websocket_connect:1.2.3.4", 3, 2.0).allowed
+    assert not driver.take("websocket_connect:1.2.3.4", 3, 2.0).allowed
+    advance(2.0)  # refilled to the capacity, not beyond
+    remaining = [driver.take("websocket_connect:1.2.3.4", 3, 2.0).remaining for _ in range(3)]
+    assert remaining == [2, 1, 0]
+    assert not driver.take("websocket_connect:1.2.3.4", 3, 2.0).allowed
+
+
+def test_driver_token_bucket_is_atomic_and_shared_by_sync_and_async(limiter):
+    driver, _ = limiter
+
+    async def takes(count: int) -> list[bool]:
+        return [
+            d.allowed for d in await asyncio.gather(*(driver.atake("b:1", 50, 0.01) for _ in range(count)))
+        ]
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        threaded = list(pool.map(lambda _: driver.take("b:1", 50, 0.01).allowed, range(40)))
+    assert sum(threaded) == 40
+    assert sum(asyncio.run(takes(30))) == 10  # exactly the 50 tokens, whatever the interleaving
+
+
+def test_driver_without_buckets_falls_back_to_a_window_of_the_same_rate():
+    from realtime.ratelimit.base import Decision, RateLimiter
+
+    class WindowsOnly(RateLimiter):
+        def __init__(self):
+            self.calls = []
+
+        def hit(self, key, limit, window, cost=1):
+            self.calls.append((key, limit, window, cost))
+            return Decision.of(1, limit, window)
+
+    driver = WindowsOnly()
+    assert driver.take("k", 1000, 1000 / 60).allowed
+    assert driver.calls == [("k", 1000, pytest.approx(60.0), 1)]
+
+
+def test_refusals_are_counted_and_logged_at_most_once_per_key_per_interval(caplog, monkeypatch):
+    from realtime.ratelimit import refusals
+
+    refusals.reset_log()
+    before = refusals.snapshot().get(("1001", "upgrade_ip"), 0)
+    with caplog.at_level("WARNING", logger="realtime.ratelimit"):
+        for _ in range(500):
+            refusals.refused("upgrade_ip", "1001", "198.51.100.7")
+        refusals.refused("auth_failures", None, "198.51.100.7")
+    assert refusals.snapshot()[("1001", "upgrade_ip")] == before + 500
+    lines = [r.getMessage() for r in caplog.records if r.name == "realtime.ratelimit"]
+    assert lines == [
+        "rate limit refusal: limit=upgrade_ip app=1001 client=198.51.100.7 "
+        "reason=too many WebSocket upgrades from this address",
+        "rate limit refusal: limit=auth_failures app=unknown client=198.51.100.7 "
+        "reason=too many API requests failing the signature check from this address",
+    ]
+    # After the interval the next line carries the count of those not logged.
+    monkeypatch.setattr(refusals, "LOG_INTERVAL", 0.0)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="realtime.ratelimit"):
+        refusals.refused("upgrade_ip", "1001", "198.51.100.7")
+    assert "499 more refused since the last line" in caplog.records[-1].getMessage()
+    # A flood from many addresses: at most MAX_LINES_PER_SECOND lines a second in all.
+    monkeypatch.setattr(refusals, "LOG_INTERVAL", 60.0)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="realtime.ratelimit"):
+        for i in range(1000):
+            refusals.refused("upgrade_ip", "1001", f"203.0.113.{i}")
+    assert len(caplog.records) <= 2 * refusals.MAX_LINES_PER_SECOND  # a second boundary may fall inside
+
+
+def test_refusals_reach_the_metrics():
+    from prometheus_client import REGISTRY
+
+    from realtime.node import metrics
+    from realtime.ratelimit import refusals
+
+    def value() -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "sockudo_rate_limit_refusals_total", {"app_id": "7007", "limit": "app_publish"}
+            )
+            or 0.0
+        )
+
+    metrics.flush(None)
+    before = value()
+    for _ in range(3):
+        refusals.refused("app_publish", "7007", "192.0.2.1")
+    metrics.flush(None)
+    metrics.flush(None)  # counted once
+    assert value() == before + 3
+
+
 def test_memory_driver_is_bounded():
     clock = FakeClock()
     driver = MemoryRateLimiter(max_keys=100, sweep_interval=5, clock=clock)
@@ -450,16 +601,16 @@ def test_client_ip(peer, forwarded, real_ip, hops, expected):
 
 
 class UnavailableLimiter(MemoryRateLimiter):
-    def hit_nowait(self, key, limit, window, cost=1):
+    def take_nowait(self, key, capacity, per_second, cost=1):
         raise RateLimiterUnavailable
 
 
 @pytest.fixture
 def upgrade_limit(monkeypatch):
     """The upgrade limit at 2 per window behind one trusted proxy, on a fresh memory limiter."""
-    from realtime.ratelimit import Limit, set_limiter, upgrade
+    from realtime.ratelimit import Bucket, set_limiter, upgrade
 
-    monkeypatch.setattr(upgrade, "websocket_limit", lambda: Limit("websocket_connect", 2, 60, 1))
+    monkeypatch.setattr(upgrade, "websocket_limit", lambda: Bucket("websocket_connect", 2, 2 / 60, 1))
     monkeypatch.setattr(upgrade, "_applied_by_listener", False)
     set_limiter(MemoryRateLimiter())
     yield set_limiter

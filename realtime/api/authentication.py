@@ -94,6 +94,8 @@ def verify_signature(request, app, params: dict[str, str]) -> Any:
         app, method, path, params
     ):
         raise errors.auth_failed("Invalid API signature")
+    # The per-IP budget of failed requests (``realtime.api.limits``) does not count this one.
+    request.signed_app_id = app.id
     if not app.enabled:
         raise errors.forbidden("App is disabled")
     return app

@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from history import db as history_db
 from realtime.protocol.channels import kind_of
+from realtime.ratelimit import refusals as ratelimit_refusals
 
 if TYPE_CHECKING:
     from realtime.node.engine import Engine
@@ -123,6 +124,12 @@ ADAPTER_RECOVERIES = Counter(
     "sockudo_adapter_recoveries_total",
     "Times the cluster adapter came back after an outage (resubscribed, state re-published).",
 )
+RATE_LIMIT_REFUSALS = Counter(
+    "sockudo_rate_limit_refusals_total",
+    "Requests refused by a rate limit, by limit (auth_failures, upgrade_ip, app_publish, app_read, "
+    "store_down); app_id unknown when the request named no known app.",
+    ["app_id", "limit"],
+)
 
 
 def channel_type(channel: str) -> str:
@@ -192,6 +199,7 @@ class NodeStats:
         self.history_failures: dict[tuple[str, str], int] = {}  # (app_id, operation)
         self.history_recoveries: dict[str, int] = {}
         self.history_counts: dict[str, int] = {}  # history.db counters already exported
+        self.refusal_counts: dict[tuple[str, str], int] = {}  # rate-limit refusals already exported
 
     def app(self, app_id: str) -> AppStats:
         stats = self.apps.get(app_id)
@@ -272,6 +280,7 @@ def flush(engine: Engine | None, stats: NodeStats = STATS) -> None:
         if row[-1] or any(row[:-1]):
             _add_observations(BROADCAST_LATENCY.labels(*key), row)
     _flush_history(stats)
+    _flush_refusals(stats)
     for metric in _pending:
         metric.flush()
 
@@ -291,6 +300,15 @@ def _flush_history(stats: NodeStats) -> None:
         if amount > 0:
             child.inc(amount)
             stats.history_counts[name] = counts[name]
+
+
+def _flush_refusals(stats: NodeStats) -> None:
+    counts = ratelimit_refusals.snapshot()  # counted by whichever thread refused, as plain numbers
+    for key, total in counts.items():
+        amount = total - stats.refusal_counts.get(key, 0)
+        if amount > 0:
+            RATE_LIMIT_REFUSALS.labels(*key).inc(amount)
+            stats.refusal_counts[key] = total
 
 
 def _add_observations(child: Any, row: list[float]) -> None:

@@ -1,5 +1,7 @@
-"""Rate limiting: per-IP limits on the HTTP API and on WebSocket upgrades, per-app limits on
-publishes and reads (``max_backend_events_per_second``, ``max_read_requests_per_second``).
+"""Rate limiting: per-IP limits on API requests that fail the signature check and on WebSocket
+upgrades (a token bucket), per-app limits on publishes and reads (``max_backend_events_per_second``,
+``max_read_requests_per_second``, with server-wide defaults). Every refusal is logged and counted
+(``realtime.ratelimit.refusals``).
 
 The counter store is pluggable (``RATE_LIMITER_DRIVER``: ``memory``, ``redis`` or a dotted path to a
 ``RateLimiter`` subclass); unset, it follows the adapter, so a Redis cluster shares its counters.
@@ -15,6 +17,7 @@ from realtime.conf.drivers import Driver, resolve
 from realtime.ratelimit.base import Decision, RateLimiter, RateLimiterUnavailable
 
 __all__ = [
+    "Bucket",
     "Decision",
     "Limit",
     "RateLimiter",
@@ -67,7 +70,8 @@ def client_ip(peer: str | None, forwarded_for: str | None, real_ip: str | None, 
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """One per-IP limit: ``max_requests`` per ``window`` seconds, counted under ``{name}:{ip}``."""
+    """One per-IP fixed-window limit: ``max_requests`` per ``window`` seconds, counted under
+    ``{name}:{ip}``. ``Limit.api`` is the budget of API requests that fail the signature check."""
 
     name: str
     max_requests: int
@@ -77,20 +81,44 @@ class Limit:
     @classmethod
     def api(cls, settings: dict[str, Any]) -> Limit:
         return cls(
-            "api",
+            "api_auth_failures",
             settings.RATE_LIMITER_API_MAX_REQUESTS,
             settings.RATE_LIMITER_API_WINDOW_SECONDS,
             settings.RATE_LIMITER_TRUST_HOPS,
         )
 
+    def client(self, peer: str | None, forwarded_for: str | None, real_ip: str | None) -> str:
+        return client_ip(peer, forwarded_for, real_ip, self.trust_hops)
+
+    def key(self, peer: str | None, forwarded_for: str | None, real_ip: str | None) -> str:
+        return f"{self.name}:{self.client(peer, forwarded_for, real_ip)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One per-IP token bucket: ``capacity`` at once, refilled at ``per_second``, under ``{name}:{ip}``.
+
+    ``Bucket.websocket`` reads the old window settings as a rate: ``RATE_LIMITER_WS_MAX_REQUESTS``
+    upgrades at once, refilled at that many per ``RATE_LIMITER_WS_WINDOW_SECONDS``.
+    """
+
+    name: str
+    capacity: int
+    per_second: float
+    trust_hops: int
+
     @classmethod
-    def websocket(cls, settings: dict[str, Any]) -> Limit:
+    def websocket(cls, settings: dict[str, Any]) -> Bucket:
+        capacity = max(1, settings.RATE_LIMITER_WS_MAX_REQUESTS)
         return cls(
             "websocket_connect",
-            settings.RATE_LIMITER_WS_MAX_REQUESTS,
-            settings.RATE_LIMITER_WS_WINDOW_SECONDS,
+            capacity,
+            capacity / max(1, settings.RATE_LIMITER_WS_WINDOW_SECONDS),
             settings.RATE_LIMITER_TRUST_HOPS,
         )
 
+    def client(self, peer: str | None, forwarded_for: str | None, real_ip: str | None) -> str:
+        return client_ip(peer, forwarded_for, real_ip, self.trust_hops)
+
     def key(self, peer: str | None, forwarded_for: str | None, real_ip: str | None) -> str:
-        return f"{self.name}:{client_ip(peer, forwarded_for, real_ip, self.trust_hops)}"
+        return f"{self.name}:{self.client(peer, forwarded_for, real_ip)}"

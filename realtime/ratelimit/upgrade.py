@@ -1,5 +1,8 @@
 """The per-IP limit of WebSocket upgrades: one decision, applied once per upgrade by the first layer
-that sees it (protocol-v1.md §1.1). Keyed ``websocket_connect:{ip}``, default 20 upgrades per 60 s.
+that sees it (protocol-v1.md §1.1). A token bucket keyed ``websocket_connect:{ip}``: by default 1,000
+upgrades at once, refilled at 1,000 per 60 s (``RATE_LIMITER_WS_MAX_REQUESTS`` per
+``RATE_LIMITER_WS_WINDOW_SECONDS``), so an office behind one address opens the app at once while a
+flood gets about 17 upgrades a second. Each refusal is logged and counted (``refusals``).
 
 * The tuned transport's listener (``realtime.server.upgrade_limit``) applies it to the raw request
   head and answers a refusal with a plain ``HTTP 429`` (``503`` when the store is down) before any
@@ -8,8 +11,8 @@ that sees it (protocol-v1.md §1.1). Keyed ``websocket_connect:{ip}``, default 2
   to the ASGI scope before accepting, and refuses by closing before accept: stock daphne answers
   that with ``HTTP 403``, the only refusal it can send before the handshake.
 
-The decision never blocks the event loop: the memory driver answers at once (``hit_nowait``), other
-drivers through an awaitable (``ahit``). A store that does not answer refuses (fail closed).
+The decision never blocks the event loop: the memory driver answers at once (``take_nowait``), other
+drivers through an awaitable (``atake``). A store that does not answer refuses (fail closed).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from realtime.conf import server_settings
-from realtime.ratelimit import Limit, get_limiter
+from realtime.ratelimit import Bucket, get_limiter, refusals
 from realtime.ratelimit.base import Decision, RateLimiter, RateLimiterUnavailable
 
 log = logging.getLogger(__name__)
@@ -56,43 +59,83 @@ def listener_applies() -> bool:
 
 
 @lru_cache(maxsize=1)
-def websocket_limit() -> Limit | None:
-    """The upgrade limit, or ``None`` when ``RATE_LIMITER_ENABLED`` is off."""
+def websocket_limit() -> Bucket | None:
+    """The upgrade bucket, or ``None`` when ``RATE_LIMITER_ENABLED`` is off."""
     settings = server_settings()
-    return Limit.websocket(settings) if settings.RATE_LIMITER_ENABLED else None
+    return Bucket.websocket(settings) if settings.RATE_LIMITER_ENABLED else None
 
 
-def key_for(limit: Limit, peer: str | None, header: HeaderLookup) -> str:
-    """The counter key of an upgrade from its TCP peer and its forwarding headers (read only when
-    ``RATE_LIMITER_TRUST_HOPS`` trusts them)."""
+def client_for(limit: Bucket, peer: str | None, header: HeaderLookup) -> str:
+    """The client address of an upgrade from its TCP peer and its forwarding headers (read only
+    when ``RATE_LIMITER_TRUST_HOPS`` trusts them)."""
     if limit.trust_hops <= 0:
-        return limit.key(peer, None, None)
-    return limit.key(peer, header(b"x-forwarded-for"), header(b"x-real-ip"))
+        return limit.client(peer, None, None)
+    return limit.client(peer, header(b"x-forwarded-for"), header(b"x-real-ip"))
 
 
-def check(peer: str | None, header: HeaderLookup) -> Verdict | Awaitable[Verdict]:
-    """Count one upgrade and decide: ``None`` to go ahead, a ``Refusal``, or (when the driver needs
-    I/O) an awaitable resolving to one of those two."""
+def key_for(limit: Bucket, peer: str | None, header: HeaderLookup) -> str:
+    """The counter key of an upgrade."""
+    return f"{limit.name}:{client_for(limit, peer, header)}"
+
+
+def app_id_of(path: str | None) -> str | None:
+    """The id of the app an upgrade path (``/app/{key}...``) names, from the app cache only (a
+    refusal must cost no query); ``None`` when it is not cached."""
+    if not path:
+        return None
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    if len(parts) < 2 or parts[0] != "app":
+        return None
+    from apps_admin.managers import get_app_manager
+
+    try:
+        _, app = get_app_manager().cached_by_key(parts[1])
+    except Exception:  # noqa: BLE001 - the label is best effort, the refusal stands
+        return None
+    return app.id if app is not None else None
+
+
+def check(peer: str | None, header: HeaderLookup, path: str | None = None) -> Verdict | Awaitable[Verdict]:
+    """Take one upgrade from the bucket and decide: ``None`` to go ahead, a ``Refusal``, or (when
+    the driver needs I/O) an awaitable resolving to one of those two. ``path`` (the request target)
+    names the app in the refusal's log line and count."""
     limit = websocket_limit()
     if limit is None:
         return None
-    key = key_for(limit, peer, header)
+    client = client_for(limit, peer, header)
+    key = f"{limit.name}:{client}"
     limiter = get_limiter()
     try:
-        decision = limiter.hit_nowait(key, limit.max_requests, limit.window)
+        decision = limiter.take_nowait(key, limit.capacity, limit.per_second)
     except RateLimiterUnavailable:
-        return STORE_DOWN
+        return _store_down(client, path)
     if decision is None:
-        return _check_later(limiter, limit, key)
-    return None if decision.allowed else Refusal(429, decision)
+        return _check_later(limiter, limit, key, client, path)
+    return _verdict(decision, client, path)
 
 
-async def _check_later(limiter: RateLimiter, limit: Limit, key: str) -> Verdict:
+def _verdict(decision: Decision, client: str, path: str | None) -> Verdict:
+    if decision.allowed:
+        return None
+    refusals.refused("upgrade_ip", app_id_of(path), client)
+    return Refusal(429, decision)
+
+
+def _store_down(client: str, path: str | None) -> Refusal:
+    refusals.refused(
+        "store_down", app_id_of(path), client, "counter store unavailable on a WebSocket upgrade"
+    )
+    return STORE_DOWN
+
+
+async def _check_later(
+    limiter: RateLimiter, limit: Bucket, key: str, client: str, path: str | None
+) -> Verdict:
     try:
-        decision = await limiter.ahit(key, limit.max_requests, limit.window)
+        decision = await limiter.atake(key, limit.capacity, limit.per_second)
     except RateLimiterUnavailable:
-        return STORE_DOWN
+        return _store_down(client, path)
     except Exception:
         log.exception("rate limiter failed on a WebSocket upgrade")
-        return STORE_DOWN
-    return None if decision.allowed else Refusal(429, decision)
+        return _store_down(client, path)
+    return _verdict(decision, client, path)

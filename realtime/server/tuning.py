@@ -192,7 +192,10 @@ class UpgradeSniffer(protocol.Protocol):
             return
         if upgrade:
             # Per-IP upgrade limit: refused with a plain HTTP 429 before any handshake.
-            verdict = ratelimit_upgrade.check(head, getattr(self.addr, "host", None))
+            target = self.buffer.split(b"\r\n", 1)[0].split(b" ")
+            verdict = ratelimit_upgrade.check(
+                head, getattr(self.addr, "host", None), target[1] if len(target) > 1 else None
+            )
             if isinstance(verdict, bytes):
                 self._refuse(verdict)
                 return
@@ -327,7 +330,9 @@ class BodyOnlyRequest(daphne_http.WebRequest):
             if shutdown.draining:
                 self._refuse(DRAINING_RESPONSE)
                 return None
-            verdict = ratelimit_upgrade.check(self._head(), getattr(self.getClientAddress(), "host", None))
+            verdict = ratelimit_upgrade.check(
+                self._head(), getattr(self.getClientAddress(), "host", None), self.uri
+            )
             if isinstance(verdict, bytes):
                 self._refuse(verdict)
                 return None

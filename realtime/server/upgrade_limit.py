@@ -57,11 +57,14 @@ def refusal_bytes(refusal: upgrade.Refusal) -> bytes:
     return unavailable()
 
 
-def check(head: bytes, peer: str | None) -> bytes | None | Awaitable[bytes | None]:
+def check(
+    head: bytes, peer: str | None, target: bytes | None = None
+) -> bytes | None | Awaitable[bytes | None]:
     """The verdict on one upgrade from its lower-cased request head: ``None`` to go ahead, the bytes
     of a refusal to write before closing, or (when the driver needs I/O) an awaitable that resolves
-    to one of those two."""
-    verdict = upgrade.check(peer, partial(header, head))
+    to one of those two. ``target`` is the request target as sent (it names the app of a refusal)."""
+    path = target.decode("latin-1") if target else None
+    verdict = upgrade.check(peer, partial(header, head), path)
     if verdict is None:
         return None
     if isinstance(verdict, upgrade.Refusal):

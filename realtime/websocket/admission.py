@@ -28,7 +28,7 @@ def refuse(scope: dict[str, Any]) -> bool | Awaitable[bool]:
     if upgrade.listener_applies():
         return False
     client = scope.get("client")
-    verdict = upgrade.check(client[0] if client else None, partial(header, scope))
+    verdict = upgrade.check(client[0] if client else None, partial(header, scope), scope.get("path"))
     if verdict is None or isinstance(verdict, upgrade.Refusal):
         return verdict is not None
     return _refuse_later(verdict)

@@ -317,3 +317,40 @@ def test_publish_answers_503_while_redis_is_away_and_recovers():
             await proxy.cut()
 
     asyncio.run(scenario())
+
+
+def test_metachannel_watchers_hear_counts_changed_on_the_other_node(nodes):
+    """A V2 ``[meta]`` watcher on node A sees the channel occupied, counted and vacated by
+    subscribers on node B (even though the app does not enable subscription_count)."""
+    from tests.test_protocol_v2 import connect_v2
+
+    a, b = nodes
+    channel = f"watched-{uuid.uuid4().hex[:6]}"
+    meta = f"[meta]{channel}"
+
+    async def scenario():
+        watcher = await connect_v2(a)
+        await watcher.send("sockudo:subscribe", {"channel": meta})
+        await watcher.expect("sockudo_internal:subscription_succeeded", meta)
+        await asyncio.sleep(0.2)  # the watcher is counted in Redis
+        first, second = [await PusherClient.connect(b.ws_url) for _ in range(2)]
+        await first.subscribe(channel)
+        await first.expect("pusher_internal:subscription_succeeded", channel)
+        occupied = await watcher.expect("sockudo_internal:channel_occupied", meta)
+        assert occupied["data"] == {"channel": channel, "subscription_count": 1}
+        count = await watcher.expect("sockudo_internal:subscription_count", meta)
+        assert count["data"]["subscription_count"] == 1
+        await second.subscribe(channel)
+        await second.expect("pusher_internal:subscription_succeeded", channel)
+        count = await watcher.expect("sockudo_internal:subscription_count", meta)
+        assert count["data"]["subscription_count"] == 2
+        await first.close()
+        count = await watcher.expect("sockudo_internal:subscription_count", meta)
+        assert count["data"]["subscription_count"] == 1
+        await second.close()
+        vacated = await watcher.expect("sockudo_internal:channel_vacated", meta)
+        assert vacated["data"] == {"channel": channel, "subscription_count": 0}
+        assert await watcher.nothing(0.3) == []
+        await watcher.close()
+
+    asyncio.run(scenario())

@@ -59,7 +59,18 @@ class Node(Protocol):
     def remember_remote(self, app_id: str, channel: str, frame: OutFrame) -> None:
         """A message with identity published on another node (for this node's replay buffer)."""
 
-    def cluster_count_changed(self, app_id: str, channel: str, before: int, after: int) -> None: ...
+    def cluster_count_changed(self, app_id: str, channel: str, before: int, after: int) -> None:
+        """This node's write moved the channel's cluster-wide count (webhooks are emitted here,
+        once per change, and this node's subscribers hear the count)."""
+
+    def counts_wanted(self, app_id: str, channel: str) -> bool:
+        """Whether subscribers of ``channel`` get its count events (the app enables
+        subscription_count), so other nodes must learn each new count; [meta] watchers aside."""
+        ...
+
+    def count_seen(self, app_id: str, channel: str, before: int, after: int) -> None:
+        """Another node's write moved the channel's cluster-wide count: tell this node's
+        subscribers and [meta] watchers (no webhooks; the writing node emits those)."""
 
     def member_left_cluster(self, app_id: str, channel: str, user_id: str) -> None: ...
 

@@ -29,6 +29,7 @@ from realtime.cluster.base import Adapter, AdapterUnavailable, Node, PresenceJoi
 from realtime.cluster.redis_pool import async_client
 from realtime.conf import server_settings
 from realtime.protocol import frames
+from realtime.protocol.channels import META_PREFIX
 from realtime.protocol.outframe import OutFrame
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,14 @@ end
 return {0, uid}
 """
 
-# KEYS[1] = per-node count hash, KEYS[2] = app channel set (or app set), KEYS[3] = node key index.
-# ARGV = node, local count, member name for KEYS[2]. Returns {sum before, sum after}: atomic, so
-# exactly one node sees a channel go from 0 to occupied or back.
+# KEYS[1] = per-node count hash, KEYS[2] = app channel set (or app set), KEYS[3] = node key index,
+# KEYS[4] = the count hash of the channel's [meta] channel (read only; channel counts only).
+# ARGV = node, local count, member name for KEYS[2]; for channel counts also the count message head
+# ('' = none), '1' when the channel's subscribers want its count, and the topic.
+# Returns {sum before, sum after}: atomic, so exactly one node sees a channel go from 0 to occupied
+# or back. When the sum moved and someone wants it (the channel's subscribers, or [meta] watchers
+# on any node) the new count is published here, one message per change, so the other nodes hear a
+# channel's counts in the order Redis decided them.
 _COUNT = """
 local before = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do before = before + tonumber(v) end
@@ -91,6 +97,9 @@ end
 local total = 0
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(v) end
 if total == 0 then redis.call('SREM', KEYS[2], ARGV[3]) end
+if ARGV[4] and ARGV[4] ~= '' and total ~= before and (ARGV[5] == '1' or redis.call('EXISTS', KEYS[4]) == 1) then
+  redis.call('PUBLISH', ARGV[6], ARGV[4] .. string.format('%d,"s":%d}', before, total))
+end
 return {before, total}
 """
 
@@ -295,6 +304,8 @@ class RedisAdapter(Adapter):
                 self.engine.deliver_to_user(msg["a"], msg["u"], OutFrame(msg["f"]))
             elif kind == "k":
                 self.engine.close_user(msg["a"], msg["u"], msg["code"], msg["reason"])
+            elif kind == "s":  # another node's write moved a channel's count (see _COUNT)
+                self.engine.count_seen(msg["a"], msg["c"], int(msg["b"]), int(msg["s"]))
         except Exception:  # a malformed message must not stop the listener
             log.exception("bad cluster message")
 
@@ -386,13 +397,10 @@ class RedisAdapter(Adapter):
                 order = []
                 for app_id, channel in channels:
                     subs = registry.subscribers(app_id, channel)
+                    count = len(subs) if subs else 0
                     await self._count(
-                        keys=[
-                            self._k("subs", app_id, channel),
-                            self._k("channels", app_id),
-                            self._k("node", self.node_id, "keys"),
-                        ],
-                        args=[self.node_id, len(subs) if subs else 0, channel],
+                        keys=self._channel_count_keys(app_id, channel, self.node_id),
+                        args=self._channel_count_args(app_id, channel, self.node_id, count),
                         client=pipe,
                     )
                     order.append((app_id, channel))
@@ -419,6 +427,25 @@ class RedisAdapter(Adapter):
         counts = results[len(outbox) : len(outbox) + len(order)]
         for (app_id, channel), (before, after) in zip(order, counts, strict=True):
             self.engine.cluster_count_changed(app_id, channel, int(before), int(after))
+
+    def _channel_count_keys(self, app_id: str, channel: str, node: str) -> list[str]:
+        return [
+            self._k("subs", app_id, channel),
+            self._k("channels", app_id),
+            self._k("node", node, "keys"),
+            self._k("subs", app_id, META_PREFIX + channel),
+        ]
+
+    def _channel_count_args(self, app_id: str, channel: str, node: str, count: int) -> list[Any]:
+        """``_COUNT`` arguments for a channel: the count message goes out for channels whose
+        subscribers get count events or that have [meta] watchers (never for a [meta] channel)."""
+        if channel.startswith(META_PREFIX):
+            return [node, count, channel, "", "0", self.topic]
+        # The script appends the sums: ...,"b":<before>,"s":<after>}. Our node id leads, so the
+        # listener here skips it (this node already told its own subscribers).
+        head = self._envelope("s", a=app_id, c=channel)[:-1] + ',"b":'
+        wanted = "1" if self.engine.counts_wanted(app_id, channel) else "0"
+        return [node, count, channel, head, wanted, self.topic]
 
     async def _resync_counts(self) -> None:
         """Rewrite every count this node ever wrote (0 for channels it left meanwhile) from its
@@ -654,7 +681,8 @@ class RedisAdapter(Adapter):
                 app_id, _, channel = rest.partition(":")
                 if kind == "subs":
                     before, after = await self._count(
-                        keys=[key, self._k("channels", app_id), index], args=[node, 0, channel]
+                        keys=self._channel_count_keys(app_id, channel, node),
+                        args=self._channel_count_args(app_id, channel, node, 0),
                     )
                     self.engine.cluster_count_changed(app_id, channel, int(before), int(after))
                 else:

@@ -443,11 +443,11 @@ class Engine:
 
     # -- subscription_count --------------------------------------------------------------------
     def cluster_count_changed(self, app_id: str, channel: str, before: int, after: int) -> None:
-        """A channel's cluster-wide subscription count moved from ``before`` to ``after``."""
+        """This node's write moved a channel's cluster-wide subscription count from ``before`` to
+        ``after``: the webhooks (once per change, here) and this node's count events. The adapter
+        tells the other nodes, which call ``count_seen``."""
         if channel.startswith(META_PREFIX):
             return  # metachannels have no lifecycle events of their own
-        if before != after:
-            self._meta_counts(app_id, channel, before, after)
         if before == 0 and after > 0:
             self.events.emit(app_id, {"name": "channel_occupied", "channel": channel})
         elif before > 0 and after == 0:
@@ -456,10 +456,28 @@ class Engine:
             self.events.emit(
                 app_id, {"name": "subscription_count", "channel": channel, "subscription_count": after}
             )
-            subs = self.registry.subscribers(app_id, channel)
-            if subs and next(iter(subs)).app.enable_subscription_count:
-                self._count_value[(app_id, channel)] = after
-                self.schedule_subscription_count(app_id, channel)
+        self.count_seen(app_id, channel, before, after)
+
+    def counts_wanted(self, app_id: str, channel: str) -> bool:
+        """Whether subscribers of ``channel`` get ``subscription_count`` events (an unknown app:
+        yes, to be safe). [meta] watchers are the adapter's to find out."""
+        if channel.startswith(("presence-", META_PREFIX)):
+            return False
+        app = find_cached_app(app_id)
+        return app is None or bool(app.enable_subscription_count)
+
+    def count_seen(self, app_id: str, channel: str, before: int, after: int) -> None:
+        """A channel's cluster-wide count moved (here or on another node): tell this node's
+        ``[meta]`` watchers and, coalesced, its subscribers. Never emits webhooks."""
+        if before == after or channel.startswith(META_PREFIX):
+            return
+        self._meta_counts(app_id, channel, before, after)
+        if channel.startswith("presence-"):
+            return
+        subs = self.registry.subscribers(app_id, channel)
+        if subs and next(iter(subs)).app.enable_subscription_count:
+            self._count_value[(app_id, channel)] = after
+            self.schedule_subscription_count(app_id, channel)
 
     def member_joined(self, app_id: str, channel: str, user_id: str) -> None:
         self.events.emit(app_id, {"name": "member_added", "channel": channel, "user_id": user_id})

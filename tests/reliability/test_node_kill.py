@@ -20,9 +20,19 @@ import signal
 import time
 
 import pytest
+import redis.asyncio as aioredis
 
 from realtime.testing import LiveServer, PusherClient
-from tests.reliability._cluster import FAST_HEALTH, get, member, new_prefix, redis_env, until, users
+from tests.reliability._cluster import (
+    FAST_HEALTH,
+    REDIS_URL,
+    get,
+    member,
+    new_prefix,
+    redis_env,
+    until,
+    users,
+)
 from tests.reliability._measure import WebhookReceiver
 
 pytestmark = pytest.mark.timeout(60)
@@ -100,6 +110,11 @@ async def run_scenario(stop_signal: signal.Signals, bound: float, **env: str) ->
         )
         assert (await channel_info(survivor, DOOMED_ONLY))["subscription_count"] == 2
         assert (await channel_info(survivor, ROOM))["user_count"] == 6
+        # The survivor's subscriber hears the count of the subscribers that joined on the other node.
+        while True:
+            count = await shared_here.expect("pusher_internal:subscription_count", SHARED, timeout=3)
+            if json.loads(count["data"]) == {"subscription_count": 3}:
+                break
         for client in (*observers, shared_here):
             await client.nothing(0.3)  # member_added / subscription_count of the setup
 
@@ -120,12 +135,10 @@ async def run_scenario(stop_signal: signal.Signals, bound: float, **env: str) ->
             return arrived
 
         to_events = max(await asyncio.gather(*(removals(o) for o in observers)))
-        if stop_signal == signal.SIGKILL:
-            # The sweeping node is the survivor, so its own subscribers hear the new count. After a
-            # SIGTERM the leaving node writes the counts itself and no peer subscriber hears them:
-            # see test_subscription_count_event_reaches_subscribers_on_other_nodes.
-            count = await shared_here.expect("pusher_internal:subscription_count", SHARED, timeout=3)
-            assert json.loads(count["data"]) == {"subscription_count": 1}, count
+        # After kill -9 the survivor's sweep writes the new count, after SIGTERM the leaving node
+        # does (and publishes it): either way the survivor's subscriber hears it.
+        count = await shared_here.expect("pusher_internal:subscription_count", SHARED, timeout=3)
+        assert json.loads(count["data"]) == {"subscription_count": 1}, count
         assert await channel_info(survivor, SHARED) == {"occupied": True, "subscription_count": 1}
         vacated = await channel_info(survivor, DOOMED_ONLY)
         assert vacated["occupied"] is False and vacated.get("subscription_count", 0) == 0, vacated
@@ -178,30 +191,86 @@ def test_sigterm_removes_the_nodes_members_at_once():
     assert figures["users"] < GRACEFUL_BOUND and figures["events"] < GRACEFUL_BOUND
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a subscription_count event is sent only by the node whose own count changed; "
-    "subscribers on other nodes never hear it (engine.cluster_count_changed runs on the writing node only)",
-)
 def test_subscription_count_event_reaches_subscribers_on_other_nodes():
-    async def scenario() -> None:
-        env = redis_env(new_prefix(), SOCKUDO_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true")
+    """A subscriber on node A hears the cluster-wide count when subscribers join or leave on node
+    B; each change is one message between the nodes and one webhook (sent by the node whose write
+    moved the count)."""
+
+    async def scenario() -> dict[str, float]:
+        prefix = new_prefix()
+        receiver = WebhookReceiver()
+        hook = {"url": receiver.url, "event_types": ["subscription_count"]}
+        env = redis_env(
+            prefix,
+            SOCKUDO_DEFAULT_APP_ENABLE_SUBSCRIPTION_COUNT="true",
+            SOCKUDO_DEFAULT_APP_WEBHOOKS=json.dumps([hook]),
+            SUBSCRIPTION_COUNT_INTERVAL="0",  # every change is its own event (not coalesced)
+        )
         a, b = await asyncio.gather(
             asyncio.to_thread(lambda: LiveServer(env=env, database=False).start()),
             asyncio.to_thread(lambda: LiveServer(env=env, database=False).start()),
         )
+        tap = aioredis.from_url(REDIS_URL, decode_responses=True)
+        pubsub = tap.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(f"{prefix}#broadcast")
+        clients: list[PusherClient] = []
+
+        async def count_at(client: PusherClient, expected: int) -> None:
+            count = await client.expect("pusher_internal:subscription_count", SHARED, timeout=2.5)
+            assert json.loads(count["data"]) == {"subscription_count": expected}, count
+
         try:
             await asyncio.sleep(0.5)
             here = await subscriber(a, SHARED)
-            await here.expect("pusher_internal:subscription_count", SHARED)  # {"subscription_count":1}
+            clients.append(here)
+            await count_at(here, 1)
+            # A join on B: A's subscriber hears it.
+            started = time.monotonic()
             there = await subscriber(b, SHARED)
-            try:
-                count = await here.expect("pusher_internal:subscription_count", SHARED, timeout=2.5)
-            finally:
-                await there.close()
-                await here.close()
-            assert json.loads(count["data"]) == {"subscription_count": 2}, count
-        finally:
-            await asyncio.gather(asyncio.to_thread(a.stop), asyncio.to_thread(b.stop))
+            clients.append(there)
+            await count_at(here, 2)
+            joined = time.monotonic() - started
+            await count_at(there, 2)
+            third = await subscriber(b, SHARED)
+            await count_at(here, 3)
+            # A leave on B: A hears it.
+            started = time.monotonic()
+            await third.close()
+            await count_at(here, 2)
+            left = time.monotonic() - started
+            # B's last subscriber leaves (B's own count drops to 0): A hears 1.
+            await there.close()
+            await count_at(here, 1)
+            assert [f for f in await here.nothing(0.5) if f.get("channel") == SHARED] == []
 
-    asyncio.run(scenario())
+            # One cluster message per change (1, 2, 3, 2, 1), not one per subscriber or node.
+            changes = []
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline:
+                message = await pubsub.get_message(timeout=0.1)
+                if message is None:
+                    continue
+                payload = json.loads(message["data"])
+                if payload.get("t") == "s" and payload.get("c") == SHARED:
+                    changes.append(payload["s"])
+            assert changes == [1, 2, 3, 2, 1], changes
+            # One webhook per change, not one per node.
+            await until(lambda: _true(len(receiver.named("subscription_count", SHARED)) >= 5), 5)
+            await asyncio.sleep(0.5)
+            hooks = receiver.named("subscription_count", SHARED)
+            assert sorted(e["subscription_count"] for e in hooks) == [1, 1, 2, 2, 3], hooks
+            return {"joined": joined, "left": left}
+        finally:
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.close()
+            await pubsub.aclose()
+            await tap.aclose()
+            await asyncio.gather(asyncio.to_thread(a.stop), asyncio.to_thread(b.stop))
+            receiver.stop()
+
+    figures = asyncio.run(scenario())
+    print(
+        f"subscription_count across nodes: subscriber on A heard B's join {figures['joined'] * 1000:.0f} ms "
+        f"after B's subscribe began, B's leave {figures['left'] * 1000:.0f} ms after the close began"
+    )

@@ -156,6 +156,9 @@ def _subscribe_meta(engine: Engine, conn: Connection, channel: str, data: dict) 
     engine.registry.join(conn, channel)
     conn.channels[channel] = None
     engine.send(conn, frames.subscription_succeeded(channel))
+    # Counted like any channel, so a node whose write moves the watched channel's count knows
+    # that [meta] watchers somewhere want to hear it.
+    engine.adapter.channel_changed(conn.app.id, channel)
 
 
 def _set_filter(conn: Connection, channel: str, data: dict) -> None:

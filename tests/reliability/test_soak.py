@@ -28,7 +28,9 @@ RSS_BOUND_KB = 8 * 1024  # end minus start (after warm-up)
 def test_steady_publishes_reach_every_subscriber_once_with_flat_memory():
     async def scenario() -> None:
         server = await asyncio.to_thread(
-            lambda: LiveServer(env={"RATE_LIMITER_ENABLED": "false"}, database=False).start()
+            lambda: LiveServer(
+                env={"RATE_LIMITER_ENABLED": "false", "SERVER_FAST_PATHS": "true"}, database=False
+            ).start()
         )
         clients: list[PusherClient] = []
         try:

@@ -20,6 +20,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import empty
 
+from history.query import HistoryQuery, InvalidQuery, parse_int
 from realtime.node.broadcast import Publication
 from realtime.protocol import frames
 from realtime.protocol.channels import validate_name
@@ -246,7 +247,6 @@ class PurgeSerializer(ConfirmationSerializer):
     """Purge adds ``mode`` and, for the ``before_*`` modes, its bound (an integer)."""
 
     def to_internal_value(self, body: Any) -> dict:
-        from history.query import InvalidQuery, parse_int
 
         data = super().to_internal_value(body)
         mode = data.get("mode")
@@ -272,7 +272,6 @@ class HistoryQuerySerializer(APISerializer):
     history policy); ``validated_data`` is the ``HistoryQuery``."""
 
     def to_internal_value(self, params: Any) -> Any:
-        from history.query import HistoryQuery, InvalidQuery, parse_int
 
         try:
             return HistoryQuery.parse(

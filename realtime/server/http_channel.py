@@ -103,7 +103,7 @@ class PublishChannel(protocol.Protocol):
         if end < 0:
             if refusal.bare_lf(buffer):
                 self._refuse(refusal.BAD_REQUEST)
-            elif len(buffer) >= MAX_HEAD or not takes(buffer) and len(buffer) >= 11:
+            elif len(buffer) >= MAX_HEAD:
                 self._give_up()
             else:
                 self._start_timer()

@@ -178,12 +178,10 @@ class UpgradeSniffer(protocol.Protocol):
             self.buffer = b""
             refusal.refuse(self.transport, refusal.BAD_REQUEST)
             return
-        if (
-            end < 0
-            and len(self.buffer) < self.MAX_HEAD
-            and self.buffer[:4] in (b"GET ", b"GET"[: len(self.buffer)])
-        ):
-            return  # an upgrade request whose head has not fully arrived yet
+        if end < 0 and len(self.buffer) < self.MAX_HEAD:
+            # A head that has not fully arrived yet, of any method: handed on in part, a head
+            # whose bare-LF line ends arrive later would leave daphne waiting for a CRLF.
+            return
         self._stop_timer()
         head = self.buffer[: end if end >= 0 else 0].lower()
         upgrade = head.startswith(b"get ") and is_upgrade(head)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from realtime.testing import LiveServer, PusherClient, TcpProxy, signed_query
+from tests.reliability._cluster import publish
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FAST_HEALTH = {
@@ -45,18 +46,6 @@ def nodes():
     yield a, b
     a.stop()
     b.stop()
-
-
-def publish(node: LiveServer, body: dict) -> httpx.Response:
-    raw = json.dumps(body).encode()
-    path = f"/apps/{node.app_id}/events"
-    query = signed_query("POST", path, node.key, node.secret, raw)
-    return httpx.post(
-        f"{node.http_url}{path}?{query}",
-        content=raw,
-        headers={"Content-Type": "application/json"},
-        timeout=10,
-    )
 
 
 def get(node: LiveServer, path: str, params: dict | None = None) -> httpx.Response:

@@ -551,7 +551,8 @@ def node() -> Iterator[callable]:
     started: list[LiveServer] = []
 
     def start(**env: str) -> LiveServer:
-        live = LiveServer(env=env).start()
+        # The tuned transport's parsers; stock daphne waits on bare-LF heads (docs/reliability.md).
+        live = LiveServer(env={"SERVER_FAST_PATHS": "true", **env}).start()
         started.append(live)
         return live
 
